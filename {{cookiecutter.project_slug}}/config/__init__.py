@@ -1,0 +1,1 @@
+"""Global paths, device selection and the experiment config."""

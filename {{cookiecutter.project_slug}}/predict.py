@@ -1,0 +1,123 @@
+"""Predict masks: ``python predict.py -i IMAGES... -o OUTDIR [--weights best.pt]``.
+
+Inputs are files, folders or glob patterns (PNG, JPG, .npy). Each image gives ``OUTDIR/<stem>.png``, a binary mask
+(0 or 255). The model is rebuilt from the checkpoint's own config, so a checkpoint of any routine works; by default
+it is best.pt of the latest run in WEIGHT_DIR.
+"""
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from config.config import GLOBAL_CONFIG
+from config.device import DeviceError, get_device
+from training.common import import_object
+from utils.data.datasets import IMAGE_EXTENSIONS, DataError, read_image
+from utils.path import latest_run_dir
+from utils.torchutils import CheckpointError, load_checkpoint
+
+
+def find_inputs(patterns: list[str]) -> list[Path]:
+    """Expand files, folders and globs into a sorted list of image files."""
+    found: set[Path] = set()
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            candidates = [p for p in path.iterdir() if p.is_file()]
+        elif path.is_file():
+            candidates = [path]
+        else:
+            candidates = [Path(p) for p in glob.glob(pattern, recursive=True)]
+            if not candidates:
+                raise DataError(f"no such file, folder or match: {pattern}")
+        found.update(p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not found:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(patterns)}")
+    return sorted(found)
+
+
+def _resolve(value: object) -> object:
+    """Dotted names in a checkpoint's config back to objects (``torch.nn.modules.activation.ReLU``)."""
+    if isinstance(value, str) and "." in value and all(part.isidentifier() for part in value.split(".")):
+        try:
+            return import_object(value)
+        except ImportError:
+            return value
+    return value
+
+
+def load_model(weights: Path, device: torch.device) -> tuple[nn.Module, int]:
+    """Rebuild the model of a checkpoint and load its weights; also returns the model's input channels."""
+    checkpoint = load_checkpoint(weights, map_location=device)
+    config = checkpoint["config"]
+    model_class = _resolve(config["MODEL"])
+    kwargs = {key: _resolve(value) for key, value in config["MODEL_CONFIG"].items()}
+    model = model_class(**kwargs)
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval(), int(kwargs.get("ch_in", 1))
+
+
+@torch.no_grad()
+def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, threshold: float = 0.5) -> np.ndarray:
+    """Binary mask (H, W, uint8 0/255) of one [C, H, W] image; padded to the model's size divisor and cropped back."""
+    tensor = torch.from_numpy(image)[None].to(device)
+    height, width = tensor.shape[-2:]
+    divisor = int(getattr(model, "divisor", 1))
+    pad_h, pad_w = -height % divisor, -width % divisor
+    if pad_h or pad_w:
+        # Reflect rather than zero-pad: a black border would look like background and bias the edges.
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        tensor = F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)
+    probabilities = torch.sigmoid(model(tensor))[0, 0, :height, :width]
+    return ((probabilities > threshold).cpu().numpy() * 255).astype(np.uint8)
+
+
+def default_weights() -> Path:
+    """best.pt of the latest run in WEIGHT_DIR."""
+    run = latest_run_dir(GLOBAL_CONFIG.WEIGHT_DIR, "best.pt")
+    if run is None:
+        raise CheckpointError(f"no run with a best.pt in {GLOBAL_CONFIG.WEIGHT_DIR}; train first or pass --weights")
+    return run / "best.pt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of predict.py."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    parser.add_argument("-i", "--input", nargs="+", required=True, help="image files, folders or glob patterns")
+    parser.add_argument("-o", "--output", required=True, help="folder for the PNG masks (created)")
+    parser.add_argument("--weights", default=None, help="checkpoint (default: best.pt of the latest run)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is "
+                        "foreground (default: 0.5)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        inputs = find_inputs(args.input)
+        device = get_device(args.device)
+        weights = Path(args.weights) if args.weights else default_weights()
+        model, channels = load_model(weights, device)
+        output = Path(args.output)
+        output.mkdir(parents=True, exist_ok=True)
+        for path in inputs:
+            mask = predict_mask(model, read_image(path, channels), device, args.threshold)
+            Image.fromarray(mask).save(output / f"{path.stem}.png")
+    except (DataError, DeviceError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(inputs)} mask(s) written to {output} with {weights}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

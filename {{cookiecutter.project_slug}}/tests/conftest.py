@@ -1,0 +1,47 @@
+"""Shared fixtures: temporary project folders and a tiny, fast experiment config."""
+
+import copy
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from config.config import GlobalConfig, get_global_config
+from config.train_config import TRAIN_CONFIG
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GlobalConfig:
+    """DATA_DIR, LOG_DIR and WEIGHT_DIR inside the test's temporary folder (also for subprocesses)."""
+    for name in ("DATA_DIR", "LOG_DIR", "WEIGHT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.split("_")[0].lower()))
+    return get_global_config()
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    """The default config shrunk to run an epoch in about a second on a CPU."""
+    config = copy.deepcopy(TRAIN_CONFIG)
+    config["MODEL_CONFIG"].update(bulk_ch=4, n_recursions=2)
+    config["DATASET_CONFIG"] = {"n_samples": 40, "size": 32, "seed": 0}
+    config["DATA_LOADER_CONFIG"] = {"batch_size": 8, "num_workers": 0}
+    config["SCHEDULER_CONFIG"] = {"T_max": 2}
+    config["EPOCHS"] = 2
+    config["DEVICE"] = "cpu"
+    return config
+
+
+def _run_script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300, check=False)
+
+
+@pytest.fixture
+def run_script() -> Callable[..., subprocess.CompletedProcess]:
+    """Run a project script (``run_script("train.py", "--epochs", "1")``) in a subprocess from the project root."""
+    return _run_script

@@ -1,0 +1,123 @@
+"""Config validation, global paths, device selection and the train.py command line around them."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from config.config import GlobalConfig, get_global_config
+from config.device import DeviceError, get_device
+from config.train_config import TRAIN_CONFIG
+from training.common import SCHEMA, ConfigError, import_object, to_jsonable, validate_config
+from utils.loss import dice
+
+
+def test_default_config_is_valid_and_gets_defaults() -> None:
+    config = validate_config(TRAIN_CONFIG)
+    assert set(config) == set(SCHEMA)
+    assert config["CHECKPOINT_MODE"] == "max"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"LERNING_RATE": 1}, "unknown key 'LERNING_RATE'"),
+        ({"EPOCHS": "10"}, "EPOCHS: expected an int, got str"),
+        ({"EPOCHS": 0}, "EPOCHS: must be > 0"),
+        ({"EPOCHS": True}, "EPOCHS: expected an int, got a bool"),
+        ({"MODEL": "UNet"}, "MODEL: expected a torch.nn.Module class"),
+        ({"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, "OPTIMIZER: expected a"),
+        ({"MODEL_CONFIG": {"bulk": 4}}, "MODEL_CONFIG: got an unexpected keyword argument 'bulk'"),
+        ({"OPTIMIZER_CONFIG": {"learning_rate": 1}}, "OPTIMIZER_CONFIG: got an unexpected keyword argument"),
+        ({"DATA_LOADER_CONFIG": {"shuffle": False}}, "DATA_LOADER_CONFIG: ['shuffle'] are set by the routine"),
+        ({"CHECKPOINT_METRIC": "val_f1"}, "CHECKPOINT_METRIC: 'val_f1' is not logged"),
+        ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION: must be one of"),
+        ({"EARLY_STOPPING": {"patience": 0}}, "EARLY_STOPPING: patience must be an int >= 1"),
+        ({"METRICS": {"dice": "dice"}}, "metric 'dice' is not callable"),
+        ({"VAL_FRACTION": 1.5}, "VAL_FRACTION: must be between 0 and 1"),
+        ({"NOTIFY": ["a@b.org"]}, "NOTIFY: e-mail notification is not part of this project"),
+    ],
+)
+def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config({**TRAIN_CONFIG, **change})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_required_key_is_named() -> None:
+    config = {key: value for key, value in TRAIN_CONFIG.items() if key != "LOSS"}
+    with pytest.raises(ConfigError, match="missing key 'LOSS'"):
+        validate_config(config)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config({**TRAIN_CONFIG, "EPOCHS": -1, "SEED": "x", "TYPO": 1})
+    assert all(part in str(info.value) for part in ("EPOCHS", "SEED", "TYPO"))
+
+
+def test_to_jsonable_names_classes_and_functions_without_addresses() -> None:
+    jsonable = to_jsonable(TRAIN_CONFIG)
+    assert jsonable["MODEL"] == "models.unet.UNet"
+    assert jsonable["LOSS"] == "utils.loss.dice_bce"
+    assert jsonable["MODEL_CONFIG"]["activ"] == "torch.nn.modules.activation.ReLU"
+    assert " at 0x" not in str(jsonable)
+    assert import_object(jsonable["MODEL"]) is TRAIN_CONFIG["MODEL"]
+    assert import_object(to_jsonable(dice)) is dice
+
+
+def test_global_config_reads_env_overrides_and_creates_dirs_on_use(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_DIR", str(tmp_path / "my_logs"))
+    config = get_global_config()
+    assert isinstance(config, GlobalConfig)
+    assert config.LOG_DIR == tmp_path / "my_logs"
+    assert not config.LOG_DIR.exists()
+    assert config.run_log_dir("run1").is_dir()
+
+
+def test_get_device_cpu_and_auto() -> None:
+    assert get_device("cpu") == torch.device("cpu")
+    assert get_device("auto").type in ("cpu", "cuda", "mps")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_get_device_refuses_missing_cuda() -> None:
+    with pytest.raises(DeviceError, match="'cuda:1' requested but CUDA is not available"):
+        get_device("cuda:1")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")
+def test_get_device_refuses_missing_mps_and_nonsense() -> None:
+    with pytest.raises(DeviceError, match="MPS is not available"):
+        get_device("mps")
+    with pytest.raises(DeviceError, match="unknown device 'gpu0'"):
+        get_device("gpu0")
+
+
+def test_set_overrides_parse_literals_dotted_keys_and_classes() -> None:
+    config = {"OPTIMIZER_CONFIG": {"lr": 1.0}, "EPOCHS": 1}
+    train.apply_override(config, "OPTIMIZER_CONFIG.lr=1e-3")
+    train.apply_override(config, "EPOCHS=3")
+    train.apply_override(config, "OPTIMIZER=torch.optim.SGD")
+    train.apply_override(config, "COMMENT=hello world")
+    train.apply_override(config, "EARLY_STOPPING=None")
+    assert config == {"OPTIMIZER_CONFIG": {"lr": 1e-3}, "EPOCHS": 3, "OPTIMIZER": torch.optim.SGD,
+                      "COMMENT": "hello world", "EARLY_STOPPING": None}
+
+
+@pytest.mark.parametrize(("assignment", "message"), [("EPOCHS", "expected KEY=VALUE"),
+                                                     ("NOPE.lr=1", "unknown key 'NOPE'"),
+                                                     ("EPOCHS.x=1", "'EPOCHS' is not a dict")])
+def test_bad_set_is_refused(assignment: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train.apply_override({"EPOCHS": 1}, assignment)
+
+
+def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    out = capsys.readouterr().out
+    assert all(key in out for key in SCHEMA)

@@ -1,0 +1,194 @@
+"""The raw PyTorch routine end to end: what a run leaves, its numbers, and the command lines around it."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, TensorDataset
+
+from config.config import GlobalConfig
+from training import pytorch_training
+from training.common import ConfigError
+from utils.loss import dice, dice_bce
+
+CHECKPOINT_KEYS = {"format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "best", "config",
+                   "routine", "rng"}
+
+
+@pytest.fixture
+def finished_run(tiny_config: dict, global_config: GlobalConfig) -> pytorch_training.RunResult:
+    """One completed 2-epoch run of the tiny config."""
+    return pytorch_training.train(tiny_config, global_config)
+
+
+def test_run_writes_every_file_of_the_design(finished_run: pytorch_training.RunResult,
+                                             global_config: GlobalConfig) -> None:
+    run_dir, weight_dir = finished_run.run_dir, finished_run.weight_dir
+    assert finished_run.status == "completed"
+    assert run_dir == global_config.LOG_DIR / finished_run.run_name
+    assert weight_dir == global_config.WEIGHT_DIR / finished_run.run_name
+    for path in (run_dir / "config.json", run_dir / "history.csv", run_dir / "curves.png", run_dir / "train.log",
+                 weight_dir / "last.pt", weight_dir / "best.pt", global_config.LOG_DIR / "experiments.csv"):
+        assert path.is_file() and path.stat().st_size > 0, path
+    assert Image.open(run_dir / "curves.png").size[0] > 100
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert config["MODEL"] == "models.unet.UNet" and config["OPTIMIZER"] == "torch.optim.adamw.AdamW"
+
+
+def test_history_and_experiments_csv_have_the_design_columns(finished_run: pytorch_training.RunResult,
+                                                             global_config: GlobalConfig) -> None:
+    history = pd.read_csv(finished_run.run_dir / "history.csv")
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+    assert history["epoch"].tolist() == [1, 2]
+    assert np.isfinite(history.drop(columns="epoch").to_numpy()).all()
+
+    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    assert len(experiments) == 1
+    row = experiments.iloc[0]
+    assert list(experiments.columns[:9]) == ["run_name", "session_name", "routine", "status", "started_at",
+                                             "finished_at", "duration_s", "epochs_completed", "best_epoch"]
+    assert row["run_name"] == finished_run.run_name and row["routine"] == "pytorch"
+    assert row["status"] == "completed" and row["epochs_completed"] == 2 and row["world_size"] == 1
+    best = history.loc[history["epoch"] == row["best_epoch"]].iloc[0]
+    assert row["best_val_dice"] == pytest.approx(best["val_dice"])
+    assert row["final_val_loss"] == pytest.approx(history["val_loss"].iloc[-1])
+    assert row["MODEL"] == "models.unet.UNet"
+    assert row["MODEL_CONFIG.bulk_ch"] == 4 and row["OPTIMIZER_CONFIG.lr"] == pytest.approx(3e-3)
+    assert row["device"] == "cpu" and row["run_dir"] == str(finished_run.run_dir)
+
+
+def test_checkpoints_load_weights_only_in_the_one_format(finished_run: pytorch_training.RunResult) -> None:
+    history = pd.read_csv(finished_run.run_dir / "history.csv")
+    last = torch.load(finished_run.weight_dir / "last.pt", weights_only=True)
+    best = torch.load(finished_run.weight_dir / "best.pt", weights_only=True)
+    assert CHECKPOINT_KEYS <= set(last)
+    assert last["routine"] == "pytorch" and last["epoch"] == 2 and last["format_version"] == 1
+    assert best["epoch"] == finished_run.best_epoch
+    assert best["best"]["value"] == pytest.approx(history["val_dice"].max())
+    json.dumps(last["config"])  # JSON-able
+
+
+def test_evaluate_averages_over_samples_with_a_short_last_batch() -> None:
+    torch.manual_seed(0)
+    images, masks = torch.randn(10, 1, 8, 8), (torch.rand(10, 1, 8, 8) > 0.5).float()
+    model = torch.nn.Conv2d(1, 1, 3, padding=1)
+    loader = DataLoader(TensorDataset(images, masks), batch_size=4)  # batches of 4, 4 and 2
+    val, _ = pytorch_training.evaluate(model, loader, dice_bce, {"dice": dice}, torch.device("cpu"), None)
+    with torch.no_grad():
+        logits = model(images)
+    assert val["val_loss"] == pytest.approx(dice_bce(logits, masks).item(), abs=1e-6)
+    assert val["val_dice"] == pytest.approx(dice(logits, masks).item(), abs=1e-6)
+
+
+def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config["EPOCHS"] = 1
+    first = pytorch_training.train(tiny_config, global_config)
+    second = pytorch_training.train(tiny_config, global_config)
+    assert first.run_name != second.run_name
+    assert first.final == second.final
+    assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 2
+
+
+def test_early_stopping_stops_after_patience(tiny_config: dict, global_config: GlobalConfig) -> None:
+    # A learning rate of zero never improves on the first epoch: patience 1 stops after epoch 2 of 5.
+    tiny_config.update(EPOCHS=5, EARLY_STOPPING={"patience": 1, "min_delta": 0.0}, SCHEDULER=None,
+                       SCHEDULER_CONFIG={}, OPTIMIZER_CONFIG={"lr": 0.0})
+    result = pytorch_training.train(tiny_config, global_config)
+    assert result.status == "completed" and result.epochs_completed == 2 and result.best_epoch == 1
+
+
+def test_bf16_mixed_precision_on_cpu_trains(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config.update(EPOCHS=1, MIXED_PRECISION="bf16")
+    result = pytorch_training.train(tiny_config, global_config)
+    assert result.status == "completed" and np.isfinite(result.final["train_loss"])
+
+
+def test_fp16_on_cpu_is_refused_before_anything_is_written(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config["MIXED_PRECISION"] = "fp16"
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        pytorch_training.train(tiny_config, global_config)
+    assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
+
+
+def test_a_crash_marks_the_run_failed_and_keeps_its_files(tiny_config: dict, global_config: GlobalConfig) -> None:
+    def exploding_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return dice_bce(logits, target) * float("nan")
+
+    tiny_config["LOSS"] = exploding_loss
+    with pytest.raises(FloatingPointError, match="training loss at epoch 1 is not finite"):
+        pytorch_training.train(tiny_config, global_config)
+    row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
+    assert row["status"] == "failed" and "FloatingPointError" in row["error"]
+    assert (Path(row["run_dir"]) / "config.json").is_file()
+
+
+def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config["SCHEDULER_CONFIG"] = {"T_max": 3}
+    straight = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config)
+    first = pytorch_training.train({**tiny_config, "EPOCHS": 2}, global_config)
+    resumed = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config, resume=first.run_name)
+    assert resumed.run_name == first.run_name and resumed.epochs_completed == 3
+    history = pd.read_csv(resumed.run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    assert len(experiments) == 2  # the resumed run's row was updated, not duplicated
+    a = torch.load(straight.weight_dir / "last.pt", weights_only=True)["model"]
+    b = torch.load(resumed.weight_dir / "last.pt", weights_only=True)["model"]
+    for name, tensor in a.items():
+        torch.testing.assert_close(b[name], tensor, rtol=0, atol=1e-6)
+
+
+def test_train_cli_then_predict_cli_on_its_checkpoint(global_config: GlobalConfig, tmp_path: Path,
+                                                       run_script: Callable) -> None:
+    overrides = ["--set", "MODEL_CONFIG.bulk_ch=4", "--set", "MODEL_CONFIG.n_recursions=2", "--set",
+                 "DATASET_CONFIG={'n_samples': 24, 'size': 32}", "--set", "DEVICE='cpu'", "--epochs", "1"]
+    trained = run_script("train.py", *overrides)
+    assert trained.returncode == 0, trained.stderr
+    assert "completed" in trained.stdout
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (30, 44), dtype=np.uint8)).save(inputs / "odd_size.png")
+    np.save(inputs / "array.npy", rng.random((32, 32), dtype=np.float32))
+    predicted = run_script("predict.py", "-i", str(inputs), "-o", str(tmp_path / "masks"))
+    assert predicted.returncode == 0, predicted.stderr
+    mask = np.array(Image.open(tmp_path / "masks" / "odd_size.png"))
+    assert mask.shape == (30, 44) and set(np.unique(mask)) <= {0, 255}
+    assert (tmp_path / "masks" / "array.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "EPOCHS=0"], "error: EPOCHS: must be > 0"),
+        (["--set", "TYPO=1"], "error: unknown key 'TYPO'"),
+        (["--set", "DEVICE='cuda:7'"], "error: device 'cuda:7' requested"),
+        (["--config", "missing.py"], "error: --config missing.py: no such file"),
+        (["--set", "DATASET=utils.data.datasets.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
+         "error: dataset folder not found: /nope"),
+        (["--resume", "no_such_run"], "error: --resume no_such_run: neither a checkpoint file nor a run"),
+    ],
+)
+def test_train_cli_bad_input_is_one_line_and_writes_nothing(global_config: GlobalConfig, args: list[str],
+                                                            message: str, run_script: Callable) -> None:
+    if "cuda" in " ".join(args) and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    result = run_script("train.py", *args)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (global_config.LOG_DIR / "experiments.csv").exists()
+
+
+def test_predict_cli_bad_input(global_config: GlobalConfig, tmp_path: Path, run_script: Callable) -> None:
+    result = run_script("predict.py", "-i", str(tmp_path / "nothing*.png"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and "error: no such file, folder or match" in result.stderr
+    (tmp_path / "x.png").write_bytes(b"not a png")
+    result = run_script("predict.py", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"))
+    assert result.returncode == 2 and f"no run with a best.pt in {global_config.WEIGHT_DIR}" in result.stderr

@@ -1,0 +1,132 @@
+"""Train a model: ``python train.py [--routine NAME] [--config FILE] [--set KEY=VALUE ...] [--epochs N]``.
+
+The experiment is the TRAIN_CONFIG dict of config/train_config.py (or of the file given with --config); options
+on the command line change a copy of it. Every run writes its logs under LOG_DIR and its weights under WEIGHT_DIR.
+"""
+
+import argparse
+import ast
+import copy
+import importlib
+import logging
+import runpy
+import sys
+from pathlib import Path
+from typing import Any
+
+from config.config import GLOBAL_CONFIG, ROOT_PATH
+from config.device import DeviceError
+from training.common import LOGGER, SCHEMA, ConfigError, RunResult, import_object
+from utils.data.datasets import DataError
+from utils.torchutils import CheckpointError
+
+# Errors that a user fixes by changing the command or the config: one line, no traceback.
+USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError)
+ROUTINES = sorted(path.stem.removesuffix("_training") for path in (ROOT_PATH / "training").glob("*_training.py"))
+
+
+def parse_value(text: str) -> Any:
+    """A Python literal (``1e-3``, ``True``, ``[1, 2]``, ``None``), else an importable dotted name, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    if "." in text and all(part.isidentifier() for part in text.split(".")):
+        try:
+            return import_object(text)
+        except ImportError:
+            pass
+    return text
+
+
+def apply_override(config: dict[str, Any], assignment: str) -> None:
+    """Apply one ``KEY=VALUE`` or ``KEY.sub.key=VALUE`` to ``config`` in place."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set OPTIMIZER_CONFIG.lr=1e-3")
+    *parents, last = key.strip().split(".")
+    if parents and parents[0] not in SCHEMA:
+        raise ConfigError(f"--set {assignment!r}: unknown key {parents[0]!r} (see train.py --help)")
+    target = config
+    for part in parents:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"--set {assignment!r}: {part!r} is not a dict of keyword arguments")
+    target[last] = parse_value(text.strip())
+
+
+def load_config(path: str | None) -> dict[str, Any]:
+    """TRAIN_CONFIG of a Python file, or of config/train_config.py by default (always a deep copy)."""
+    if path is None:
+        config = importlib.import_module("config.train_config").TRAIN_CONFIG
+    else:
+        if not Path(path).is_file():
+            raise ConfigError(f"--config {path}: no such file")
+        namespace = runpy.run_path(path)
+        if "TRAIN_CONFIG" not in namespace:
+            raise ConfigError(f"--config {path}: the file defines no TRAIN_CONFIG dict")
+        config = namespace["TRAIN_CONFIG"]
+    return copy.deepcopy(config)
+
+
+def keys_help() -> str:
+    """The config keys and their meaning, for --help."""
+    lines = ["config keys (--set KEY=VALUE, dotted for kwargs: --set MODEL_CONFIG.bulk_ch=32):"]
+    for key, spec in SCHEMA.items():
+        lines.append(f"  {key:<20} {spec.doc}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of train.py."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys_help())
+    parser.add_argument("--routine", choices=ROUTINES, default=None,
+                        help="training routine (default: the config's ROUTINE)")
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="Python file defining TRAIN_CONFIG (default: config/train_config.py)")
+    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override a config key; repeatable; values are Python literals or dotted names")
+    parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set EPOCHS=N")
+    parser.add_argument("--resume", metavar="RUN", default=None,
+                        help="continue a run: 'latest', a run name or a checkpoint path (default: a new run)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> RunResult:
+    """Resolve the config from the arguments and train it with the chosen routine."""
+    config = load_config(args.config)
+    for assignment in args.overrides:
+        apply_override(config, assignment)
+    if args.epochs is not None:
+        config["EPOCHS"] = args.epochs
+    routine = args.routine or config.get("ROUTINE", "pytorch")
+    if routine not in ROUTINES:
+        raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
+    module = importlib.import_module(f"training.{routine}_training")
+    return module.train(config, GLOBAL_CONFIG, resume=args.resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    try:
+        result = run(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: continue with `python train.py --resume latest`", file=sys.stderr)
+        return 130
+    best = ", ".join(f"{key} {value:.4f}" for key, value in result.best.items())
+    print(f"run {result.run_name} {result.status}: best epoch {result.best_epoch} ({best})")
+    print(f"logs: {result.run_dir}\nweights: {result.weight_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

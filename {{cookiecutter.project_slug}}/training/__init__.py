@@ -1,0 +1,1 @@
+"""Training routines: each module exposes ``train(config, global_config, resume=None) -> RunResult``."""

@@ -1,0 +1,664 @@
+"""Everything the training routines share: config validation, builders, and the RunRecorder that writes a run.
+
+A routine file (``training/<name>_training.py``) only does what its framework does differently. The steps here are
+the same for all of them, so that the three routines take the same config and leave the same files.
+"""
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, random_split
+
+from config.config import ROOT_PATH, GlobalConfig
+from utils.logging.csv import append_history, flatten, upsert_experiment
+from utils.logging.plot import plot_history
+from utils.name import make_run_name
+from utils.path import create_unique_dir, latest_run_dir
+from utils.torchutils import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+
+LOGGER = logging.getLogger("project")
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """The experiment config is wrong; raised before anything is written."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Config validation
+# ---------------------------------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]  # returns what is wrong with a value, or None
+
+
+def _of_type(*types: type, name: str) -> Check:
+    def check(value: Any) -> str | None:
+        # bool is an int in Python, but True is never a sensible epoch count or learning rate
+        if isinstance(value, bool) and bool not in types:
+            return f"expected {name}, got a bool"
+        return None if isinstance(value, types) else f"expected {name}, got {type(value).__name__}"
+    return check
+
+
+def _subclass_of(base: type, name: str) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, type) and issubclass(value, base):
+            return None
+        got = f"an instance of {type(value).__name__}" if not isinstance(value, type) else value.__name__
+        return f"expected a {name} class (not an instance), got {got}"
+    return check
+
+
+def _callable(value: Any) -> str | None:
+    return None if callable(value) else f"expected a function or class, got {type(value).__name__}"
+
+
+def _kwargs(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return f"expected a dict of keyword arguments, got {type(value).__name__}"
+    return None
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def _all(*checks: Check) -> Check:
+    def check(value: Any) -> str | None:
+        for one in checks:
+            problem = one(value)
+            if problem:
+                return problem
+        return None
+    return check
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value}"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 < value < 1 else f"must be between 0 and 1 (exclusive), got {value}"
+
+
+def _one_of(*choices: Any) -> Check:
+    return lambda value: None if value in choices else f"must be one of {list(choices)}, got {value!r}"
+
+
+def _metrics(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return f"expected a dict of name -> function, got {type(value).__name__}"
+    for name, function in value.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            return f"metric names must be identifiers, got {name!r}"
+        if not callable(function):
+            return f"metric {name!r} is not callable"
+    return None
+
+
+def _early_stopping(value: Any) -> str | None:
+    if not isinstance(value, dict) or set(value) - {"patience", "min_delta"} or "patience" not in value:
+        return f"expected {{'patience': int, 'min_delta': float}}, got {value!r}"
+    if isinstance(value["patience"], bool) or not isinstance(value["patience"], int) or value["patience"] < 1:
+        return f"patience must be an int >= 1, got {value['patience']!r}"
+    if not isinstance(value.get("min_delta", 0.0), (int, float)) or value.get("min_delta", 0.0) < 0:
+        return f"min_delta must be a number >= 0, got {value.get('min_delta')!r}"
+    return None
+
+
+def _emails(value: Any) -> str | None:
+    if not value:
+        return None
+    return ("e-mail notification is not part of this project (generate it with use_smtp_notifications); "
+            "set NOTIFY to None")
+
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: what it means, how it is checked and its default (REQUIRED if it has none)."""
+
+    doc: str
+    check: Check
+    default: Any = REQUIRED
+
+
+_INT = _of_type(int, name="an int")
+_NUMBER = _of_type(int, float, name="a number")
+_STR = _of_type(str, name="a string")
+_BOOL = _of_type(bool, name="True or False")
+
+SCHEMA: dict[str, Key] = {
+    "SESSION_NAME": Key("name of the experiment series; part of every run name", _STR),
+    "ROUTINE": Key("default training routine (train.py --routine overrides it)", _STR, "pytorch"),
+    "SEED": Key("seed of every random number generator, the data split and the batch order", _INT, 42),
+    "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR, "auto"),
+    "MODEL": Key("model class (an nn.Module subclass)", _subclass_of(nn.Module, "torch.nn.Module")),
+    "MODEL_CONFIG": Key("keyword arguments of MODEL", _kwargs, {}),
+    "DATASET": Key("dataset class returning (image, mask) pairs", _subclass_of(Dataset, "torch Dataset")),
+    "DATASET_CONFIG": Key("keyword arguments of DATASET", _kwargs, {}),
+    "VAL_DATASET": Key("validation dataset class; None splits VAL_FRACTION off DATASET",
+                       _optional(_subclass_of(Dataset, "torch Dataset")), None),
+    "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", _kwargs, {}),
+    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _all(_NUMBER, _fraction), 0.2),
+    "TRAIN_TRANSFORM": Key("paired (image, mask) augmentation applied to training samples only",
+                           _optional(_callable), None),
+    "DATA_LOADER_CONFIG": Key("keyword arguments of torch DataLoader (batch_size, num_workers, ...)",
+                              _kwargs, {"batch_size": 16}),
+    "OPTIMIZER": Key("optimizer class", _subclass_of(torch.optim.Optimizer, "torch.optim.Optimizer")),
+    "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", _kwargs, {}),
+    "SCHEDULER": Key("learning-rate scheduler class, stepped once per epoch; None for a constant lr",
+                     _optional(_subclass_of(object, "scheduler")), None),
+    "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER", _kwargs, {}),
+    "LOSS": Key("loss(logits, target) -> scalar, the mean over samples; a function or an nn.Module class",
+                _callable),
+    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics, {}),
+    "EPOCHS": Key("number of epochs", _all(_INT, _positive)),
+    "MIXED_PRECISION": Key("False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16' (CUDA only)",
+                           _one_of(False, True, "bf16", "fp16"), False),
+    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _optional(_all(_NUMBER, _positive)), None),
+    "EARLY_STOPPING": Key("{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
+                          _optional(_early_stopping), None),
+    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: chooses best.pt and drives early stopping", _STR,
+                             "val_loss"),
+    "CHECKPOINT_MODE": Key("min | max; None picks min for losses and max for metrics",
+                           _optional(_one_of("min", "max")), None),
+    "TENSORBOARD": Key("write TensorBoard events under logs/<run>/tensorboard", _BOOL, False),
+    "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL, True),
+    "NOTIFY": Key("e-mail addresses to notify when the run ends", _optional(_emails), None),
+    "COMMENT": Key("free text stored with the run", _STR, ""),
+}
+
+# DataLoader arguments the routines set themselves (shuffling and its seeded generator), so a config cannot.
+_LOADER_OWNED = {"dataset", "shuffle", "sampler", "batch_sampler", "generator"}
+
+
+def _signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0) -> str | None:
+    """Say which keyword arguments ``target`` does not take (None if they all fit)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # builtins without a signature: let the call itself complain
+        return None
+    try:
+        signature.bind_partial(*([None] * n_positional), **kwargs)
+    except TypeError as err:
+        accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
+        return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
+    return None
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every key of ``config`` and return it with the defaults filled in.
+
+    Unknown keys, missing required keys, wrong types, keyword arguments that the classes do not take and an
+    inconsistent checkpoint metric are all reported together in one ConfigError, before anything is written.
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the config must be a dict, got {type(config).__name__}")
+    problems = [f"unknown key {key!r} (see train.py --help for the keys)" for key in config if key not in SCHEMA]
+    resolved: dict[str, Any] = {}
+    for key, spec in SCHEMA.items():
+        if key not in config:
+            if spec.default is REQUIRED:
+                problems.append(f"missing key {key!r}: {spec.doc}")
+                continue
+            resolved[key] = _copy(spec.default)
+            continue
+        problem = spec.check(config[key])
+        if problem:
+            problems.append(f"{key}: {problem}")
+        resolved[key] = config[key]
+    if not problems:
+        problems += _cross_checks(resolved)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if resolved["CHECKPOINT_MODE"] is None:
+        resolved["CHECKPOINT_MODE"] = "min" if resolved["CHECKPOINT_METRIC"].endswith("loss") else "max"
+    return resolved
+
+
+def _copy(value: Any) -> Any:
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _cross_checks(config: dict[str, Any]) -> list[str]:
+    problems = []
+    for cls_key, kwargs_key, n_positional in (("MODEL", "MODEL_CONFIG", 0), ("DATASET", "DATASET_CONFIG", 0),
+                                              ("VAL_DATASET", "VAL_DATASET_CONFIG", 0),
+                                              ("OPTIMIZER", "OPTIMIZER_CONFIG", 1),
+                                              ("SCHEDULER", "SCHEDULER_CONFIG", 1)):
+        if config[cls_key] is not None:
+            problem = _signature_problem(config[cls_key], config[kwargs_key], n_positional)
+            if problem:
+                problems.append(f"{kwargs_key}: {problem}")
+        elif config[kwargs_key]:
+            problems.append(f"{kwargs_key} is set but {cls_key} is None")
+    owned = _LOADER_OWNED & set(config["DATA_LOADER_CONFIG"])
+    if owned:
+        problems.append(f"DATA_LOADER_CONFIG: {sorted(owned)} are set by the routine (seeded shuffling)")
+    problem = _signature_problem(DataLoader, config["DATA_LOADER_CONFIG"], 1)
+    if problem:
+        problems.append(f"DATA_LOADER_CONFIG: {problem}")
+    allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
+    if config["CHECKPOINT_METRIC"] not in allowed:
+        problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Config as data: dotted names for classes and functions (config.json, checkpoints, experiments.csv)
+# ---------------------------------------------------------------------------------------------------------------------
+
+def dotted_name(obj: Any) -> str:
+    """``module.QualName`` of a class or function, e.g. ``torch.optim.adamw.AdamW``."""
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def to_jsonable(value: Any) -> Any:
+    """A JSON-able copy of a config: classes and functions become dotted names, never reprs with addresses."""
+    if isinstance(value, Mapping):
+        return {str(key): to_jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(item) for item in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, type) or inspect.isroutine(value):
+        return dotted_name(value)
+    # An instance (e.g. a transform): its class and its plain attributes, so that two configs compare equal.
+    attributes = {key: to_jsonable(item) for key, item in vars(value).items() if not key.startswith("_")}
+    arguments = ", ".join(f"{key}={json.dumps(item)}" for key, item in attributes.items())
+    return f"{dotted_name(type(value))}({arguments})"
+
+
+def import_object(path: str) -> Any:
+    """Import ``package.module.Name`` (the inverse of :func:`dotted_name`)."""
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attribute in parts[split:]:
+                obj = getattr(obj, attribute)
+        except AttributeError:
+            break
+        return obj
+    raise ImportError(f"cannot import {path!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------------------------------------------------
+
+class _Transformed(Dataset):
+    """Applies a paired transform to another dataset's samples (used for training augmentation only)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(*self.dataset[index])
+
+
+def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """Training and validation datasets: VAL_DATASET if given, else a seeded VAL_FRACTION split of DATASET."""
+    dataset = config["DATASET"](**config["DATASET_CONFIG"])
+    if config["VAL_DATASET"] is not None:
+        train_set, val_set = dataset, config["VAL_DATASET"](**config["VAL_DATASET_CONFIG"])
+    else:
+        n_val = round(len(dataset) * config["VAL_FRACTION"])
+        if not 0 < n_val < len(dataset):
+            raise ConfigError(f"VAL_FRACTION={config['VAL_FRACTION']} of {len(dataset)} samples leaves an empty "
+                              "training or validation set")
+        generator = torch.Generator().manual_seed(config["SEED"])
+        train_set, val_set = random_split(dataset, [len(dataset) - n_val, n_val], generator=generator)
+    if config["TRAIN_TRANSFORM"] is not None:
+        train_set = _Transformed(train_set, config["TRAIN_TRANSFORM"])
+    return train_set, val_set
+
+
+def build_loaders(config: dict[str, Any], device: torch.device) -> tuple[DataLoader, DataLoader]:
+    """DataLoaders over :func:`build_datasets`; call :func:`set_epoch` before each training epoch."""
+    train_set, val_set = build_datasets(config)
+    kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
+    train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+    val_loader = DataLoader(val_set, shuffle=False, **kwargs)
+    return train_loader, val_loader
+
+
+def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed the training order of ``epoch`` with (SEED, epoch) alone.
+
+    The batches of an epoch then do not depend on the epochs before it, so a resumed run sees the same batches as
+    an uninterrupted one, and worker processes (seeded from the same generator) draw the same augmentations.
+    """
+    loader.generator.manual_seed(seed * 100_003 + epoch)
+
+
+def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
+    """MODEL(**MODEL_CONFIG) on ``device``."""
+    return config["MODEL"](**config["MODEL_CONFIG"]).to(device)
+
+
+def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
+    """OPTIMIZER over the model's parameters."""
+    return config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
+
+
+def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """SCHEDULER on the optimizer, or None."""
+    if config["SCHEDULER"] is None:
+        return None
+    return config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
+
+
+def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """LOSS as a callable: a function as is, an nn.Module class instantiated without arguments."""
+    loss = config["LOSS"]
+    return loss() if isinstance(loss, type) else loss
+
+
+def step_scheduler(scheduler: Any, monitored: float) -> None:
+    """Step an epoch-level scheduler; ReduceLROnPlateau is given the checkpoint metric's value."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(monitored)
+    else:
+        scheduler.step()
+
+
+def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for MIXED_PRECISION on ``device`` (None: full precision)."""
+    setting = config["MIXED_PRECISION"]
+    if setting is False:
+        return None
+    if setting == "fp16" and device.type != "cuda":
+        raise ConfigError(f"MIXED_PRECISION='fp16' needs a CUDA device (this run uses {device}); use 'bf16'")
+    if setting == "fp16" or (setting is True and device.type == "cuda"):
+        return torch.float16
+    return torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast context for the forward pass (disabled when ``dtype`` is None)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """A GradScaler, active only for fp16 (bf16 has the range of fp32 and needs no loss scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """Learning rate of the first parameter group."""
+    return float(optimizer.param_groups[0]["lr"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------------------------------
+
+def find_checkpoint(resume: str | Path, global_config: GlobalConfig) -> Path:
+    """``latest``, a run name or a checkpoint path -> the checkpoint file to resume from."""
+    if str(resume) == "latest":
+        run = latest_run_dir(global_config.WEIGHT_DIR, "last.pt")
+        if run is None:
+            raise CheckpointError(f"--resume latest: no run with a last.pt in {global_config.WEIGHT_DIR}")
+        return run / "last.pt"
+    path = Path(resume)
+    if path.is_file():
+        return path
+    run_checkpoint = global_config.WEIGHT_DIR / str(resume) / "last.pt"
+    if run_checkpoint.is_file():
+        return run_checkpoint
+    raise CheckpointError(f"--resume {resume}: neither a checkpoint file nor a run with {run_checkpoint}")
+
+
+def load_for_resume(resume: str | Path, global_config: GlobalConfig, routine: str) -> dict[str, Any]:
+    """Load the checkpoint to resume and check that this routine wrote it."""
+    checkpoint = load_checkpoint(find_checkpoint(resume, global_config))
+    if checkpoint["routine"] != routine:
+        raise ConfigError(f"run {checkpoint['run_name']} was trained by the {checkpoint['routine']!r} routine; "
+                          f"resume it with --routine {checkpoint['routine']}")
+    return checkpoint
+
+
+def restore(checkpoint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            scaler: torch.amp.GradScaler) -> None:
+    """Put the states of a checkpoint back into freshly built training objects."""
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if scheduler is not None and checkpoint["scheduler"] is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    set_rng_state(checkpoint["rng"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recording a run
+# ---------------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    """What a routine returns: where the run's files are and how it went."""
+
+    run_name: str
+    status: str
+    run_dir: Path
+    weight_dir: Path
+    epochs_completed: int
+    best_epoch: int | None
+    best: dict[str, float] = field(default_factory=dict)
+    final: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _git_state() -> tuple[str, str]:
+    """(commit, dirty) of the project's git checkout, or empty strings outside one."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT_PATH, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT_PATH, capture_output=True, text=True,
+                                timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "", ""
+    return commit, str(bool(status.strip()))
+
+
+class RunRecorder:
+    """Writes everything a run leaves, the same way for every routine.
+
+    ``logs/<run>/config.json``, ``history.csv``, ``curves.png``, ``train.log`` and ``tensorboard/``,
+    ``weights/<run>/last.pt`` and ``best.pt``, and the run's row in ``logs/experiments.csv``.
+    A routine calls :meth:`record_epoch` after each validation, :meth:`save` with its checkpoint, and
+    :meth:`finish` once, whatever the outcome.
+    """
+
+    def __init__(self, config: dict[str, Any], global_config: GlobalConfig, routine: str, device: torch.device,
+                 checkpoint: dict[str, Any] | None = None, world_size: int = 1) -> None:
+        self.config, self.routine, self.device, self.world_size = config, routine, device, world_size
+        self.metric, self.mode = config["CHECKPOINT_METRIC"], config["CHECKPOINT_MODE"]
+        min_delta = (config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
+        self.min_delta = float(min_delta)
+        self.started_at = datetime.now()
+        self.history: list[dict[str, float]] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        if checkpoint is None:
+            self.run_dir = create_unique_dir(global_config.LOG_DIR,
+                                             make_run_name(config["SESSION_NAME"], routine, self.started_at))
+            self.run_name = self.run_dir.name
+        else:
+            self.run_name = checkpoint["run_name"]
+            self.run_dir = global_config.run_log_dir(self.run_name)
+            self.best_value, self.best_epoch = checkpoint["best"]["value"], checkpoint["best"]["epoch"]
+            self._reload_history(int(checkpoint["epoch"]))
+        self.weight_dir = global_config.run_weight_dir(self.run_name)
+        self.experiments_csv = global_config.LOG_DIR / "experiments.csv"
+        self.history_csv = self.run_dir / "history.csv"
+        self.jsonable_config = to_jsonable(config)
+        (self.run_dir / "config.json").write_text(json.dumps(
+            {"run_name": self.run_name, "routine": routine, "config": self.jsonable_config}, indent=2) + "\n",
+            encoding="utf-8")
+        self._log_handler: logging.Handler | None = None
+        if config["LOGFILE"]:
+            self._log_handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
+            self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            LOGGER.addHandler(self._log_handler)
+            if LOGGER.level == logging.NOTSET:
+                LOGGER.setLevel(logging.INFO)
+        self.tensorboard = self._open_tensorboard() if config["TENSORBOARD"] else None
+        self._clock = time.perf_counter()
+        self._write_experiment("running")
+        LOGGER.info("run %s (%s routine) on %s: logs in %s", self.run_name, routine, device, self.run_dir)
+
+    def _open_tensorboard(self) -> Any:
+        try:
+            from utils.logging.tensorboard import TensorBoardLogger  # pylint: disable=import-outside-toplevel
+        except ImportError as err:
+            raise ConfigError("TENSORBOARD=True but TensorBoard is not available in this project "
+                              f"({err}); set TENSORBOARD to False") from err
+        return TensorBoardLogger(self.run_dir / "tensorboard")
+
+    def _reload_history(self, last_epoch: int) -> None:
+        """On resume, keep history rows up to the checkpoint's epoch; later ones are redone."""
+        path = self.run_dir / "history.csv"
+        if not path.is_file():
+            return
+        import pandas as pd  # pylint: disable=import-outside-toplevel  # only needed on resume
+
+        rows = pd.read_csv(path).to_dict("records")
+        self.history = [row for row in rows if row["epoch"] <= last_epoch]
+        path.unlink()
+        for row in self.history:
+            append_history(path, row)
+
+    @property
+    def start_epoch(self) -> int:
+        """The first epoch still to train (1-based)."""
+        return len(self.history) + 1
+
+    def is_better(self, value: float) -> bool:
+        """Whether ``value`` of the checkpoint metric beats the best so far by more than min_delta."""
+        if self.best_value is None:
+            return True
+        if self.mode == "min":
+            return value < self.best_value - self.min_delta
+        return value > self.best_value + self.min_delta
+
+    def record_epoch(self, epoch: int, train_loss: float, val: dict[str, float], lr: float, seconds: float) -> bool:
+        """Log one epoch (history.csv, TensorBoard, curves.png, the log) and return whether it is the best."""
+        row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": lr, "seconds": round(seconds, 3)}
+        self.history.append(row)
+        append_history(self.history_csv, row)
+        if self.tensorboard is not None:
+            self.tensorboard.log_epoch(row)
+        plot_history(self.history_csv, self.run_dir / "curves.png")
+        improved = self.is_better(val[self.metric])
+        if improved:
+            self.best_value, self.best_epoch = val[self.metric], epoch
+        values = "  ".join(f"{key} {value:.4f}" for key, value in row.items() if key not in ("epoch", "seconds"))
+        LOGGER.info("epoch %d/%d  %s  %.1fs%s", epoch, self.config["EPOCHS"], values, seconds,
+                    "  (best)" if improved else "")
+        return improved
+
+    def should_stop(self) -> bool:
+        """Early stopping: no improvement of the checkpoint metric for ``patience`` epochs."""
+        early = self.config["EARLY_STOPPING"]
+        if not early or self.best_epoch is None:
+            return False
+        stop = len(self.history) - self.best_epoch >= early["patience"]
+        if stop:
+            LOGGER.info("early stopping: %s has not improved for %d epochs", self.metric, early["patience"])
+        return stop
+
+    def checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                   scaler: torch.amp.GradScaler) -> dict[str, Any]:
+        """The one checkpoint format of every routine (readable with ``torch.load(weights_only=True)``)."""
+        return {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(),
+            "epoch": epoch,
+            "best": {"metric": self.metric, "mode": self.mode, "value": self.best_value, "epoch": self.best_epoch},
+            "config": self.jsonable_config,
+            "routine": self.routine,
+            "run_name": self.run_name,
+            "rng": get_rng_state(),
+        }
+
+    def save(self, checkpoint: dict[str, Any], is_best: bool) -> None:
+        """Write last.pt, and best.pt when the epoch is the best so far (both atomically)."""
+        save_checkpoint(checkpoint, self.weight_dir / "last.pt")
+        if is_best:
+            save_checkpoint(checkpoint, self.weight_dir / "best.pt")
+
+    def finish(self, status: str, error: BaseException | None = None) -> RunResult:
+        """Write the run's final row in experiments.csv, close the logs, and return the RunResult."""
+        best = next((row for row in self.history if row["epoch"] == self.best_epoch), {})
+        final = self.history[-1] if self.history else {}
+        result = RunResult(
+            run_name=self.run_name, status=status, run_dir=self.run_dir, weight_dir=self.weight_dir,
+            epochs_completed=len(self.history), best_epoch=self.best_epoch,
+            best={k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
+            final={k: v for k, v in final.items() if k.startswith(("val_", "train_"))},
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
+        self._write_experiment(status, result)
+        if status != "completed":
+            LOGGER.warning("run %s %s%s", self.run_name, status, f": {result.error}" if result.error else "")
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self._log_handler is not None:
+            LOGGER.removeHandler(self._log_handler)
+            self._log_handler.close()
+        return result
+
+    def _write_experiment(self, status: str, result: RunResult | None = None) -> None:
+        commit, dirty = _git_state()
+        finished = datetime.now() if result is not None else None
+        row: dict[str, Any] = {
+            "run_name": self.run_name,
+            "session_name": self.config["SESSION_NAME"],
+            "routine": self.routine,
+            "status": status,
+            "started_at": self.started_at.isoformat(timespec="seconds"),
+            "finished_at": finished.isoformat(timespec="seconds") if finished else None,
+            "duration_s": round(time.perf_counter() - self._clock, 1) if finished else None,
+            "epochs_completed": len(self.history),
+            "best_epoch": self.best_epoch,
+        }
+        if result is not None:
+            row.update({f"best_{key}": value for key, value in result.best.items()})
+            row.update({f"final_{key}": value for key, value in result.final.items()})
+        row.update({"git_commit": commit, "git_dirty": dirty, "device": str(self.device),
+                    "world_size": self.world_size, "run_dir": str(self.run_dir)})
+        row.update(flatten(self.jsonable_config))
+        if result is not None and result.error:
+            row["error"] = result.error
+        upsert_experiment(self.experiments_csv, row)

@@ -1,0 +1,1 @@
+"""Helpers used by training, prediction and the tests."""

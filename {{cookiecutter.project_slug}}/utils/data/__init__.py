@@ -1,0 +1,1 @@
+"""Datasets and paired image/mask transforms for segmentation."""

@@ -1,0 +1,1 @@
+"""What a run writes for people to read: CSV logs, curves and TensorBoard events."""

@@ -1,0 +1,52 @@
+"""TensorBoard events of a run, with the same tags whatever the routine.
+
+Tags: ``loss/train`` and ``loss/val`` per epoch, ``loss/train_step`` per optimizer step, ``metrics/<name>`` per
+epoch (e.g. ``metrics/val_dice``), ``lr`` per epoch, and ``predictions`` images (input | mask | prediction).
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+
+class TensorBoardLogger:
+    """Writes a run's scalars and images under ``<run_dir>/tensorboard``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log_epoch(self, row: Mapping[str, float]) -> None:
+        """Log one history.csv row (``epoch``, ``train_loss``, ``val_loss``, ``val_<metric>``, ``lr``)."""
+        epoch = int(row["epoch"])
+        for key, value in row.items():
+            if key in ("train_loss", "val_loss"):
+                self.writer.add_scalar(f"loss/{key[:-5]}", value, epoch)
+            elif key.startswith("val_"):
+                self.writer.add_scalar(f"metrics/{key}", value, epoch)
+            elif key == "lr":
+                self.writer.add_scalar("lr", value, epoch)
+        self.writer.flush()
+
+    def log_step(self, step: int, loss: float) -> None:
+        """Log the training loss of one optimizer step."""
+        self.writer.add_scalar("loss/train_step", loss, step)
+
+    def log_predictions(self, epoch: int, images: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor) -> None:
+        """Log a few validation samples as one grid per sample: input | true mask | predicted mask."""
+        images = images.detach().float().cpu()
+        if images.shape[1] != 1:
+            images = images.mean(dim=1, keepdim=True)  # grey-scale so that the three panels line up
+        masks = masks.detach().float().cpu()[:, :1]
+        preds = (logits.detach().float().cpu()[:, :1] > 0).float()
+        lo = images.amin(dim=(1, 2, 3), keepdim=True)
+        hi = images.amax(dim=(1, 2, 3), keepdim=True)
+        images = (images - lo) / (hi - lo).clamp_min(1e-8)
+        panels = torch.cat([images, masks, preds], dim=3)  # side by side along the width
+        self.writer.add_images("predictions", panels, epoch, dataformats="NCHW")
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
