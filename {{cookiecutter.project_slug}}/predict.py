@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from config.config import GLOBAL_CONFIG
+from config.config import get_global_config
 from config.device import DeviceError, get_device
 from training.common import import_object
 from utils.data.datasets import IMAGE_EXTENSIONS, DataError, read_image
@@ -81,9 +81,10 @@ def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, thre
 
 def default_weights() -> Path:
     """best.pt of the latest run in WEIGHT_DIR."""
-    run = latest_run_dir(GLOBAL_CONFIG.WEIGHT_DIR, "best.pt")
+    weight_dir = get_global_config().WEIGHT_DIR
+    run = latest_run_dir(weight_dir, "best.pt")
     if run is None:
-        raise CheckpointError(f"no run with a best.pt in {GLOBAL_CONFIG.WEIGHT_DIR}; train first or pass --weights")
+        raise CheckpointError(f"no run with a best.pt in {weight_dir}; train first or pass --weights")
     return run / "best.pt"
 
 
@@ -94,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="folder for the PNG masks (created)")
     parser.add_argument("--weights", default=None, help="checkpoint (default: best.pt of the latest run)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="probability above which a pixel is "
-                        "foreground (default: 0.5)")
+    parser.add_argument(
+        "--threshold", type=float, default=0.5, help="probability above which a pixel is foreground (default: 0.5)"
+    )
     return parser
 
 

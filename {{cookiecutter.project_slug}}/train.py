@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from config.config import GLOBAL_CONFIG, ROOT_PATH
+from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
 from training.common import LOGGER, SCHEMA, ConfigError, RunResult, import_object
 from utils.data.datasets import DataError
@@ -22,6 +22,8 @@ from utils.torchutils import CheckpointError
 
 # Errors that a user fixes by changing the command or the config: one line, no traceback.
 USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError)
+CONSOLE = logging.StreamHandler()  # progress lines on stderr; each run also copies them to its train.log
+CONSOLE.setFormatter(logging.Formatter("%(message)s"))
 ROUTINES = sorted(path.stem.removesuffix("_training") for path in (ROOT_PATH / "training").glob("*_training.py"))
 
 
@@ -79,17 +81,35 @@ def keys_help() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of train.py."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=keys_help())
-    parser.add_argument("--routine", choices=ROUTINES, default=None,
-                        help="training routine (default: the config's ROUTINE)")
-    parser.add_argument("--config", metavar="FILE", default=None,
-                        help="Python file defining TRAIN_CONFIG (default: config/train_config.py)")
-    parser.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override a config key; repeatable; values are Python literals or dotted names")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n", maxsplit=1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=keys_help(),
+    )
+    parser.add_argument(
+        "--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="Python file defining TRAIN_CONFIG (default: config/train_config.py)",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override a config key; repeatable; values are Python literals or dotted names",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set EPOCHS=N")
-    parser.add_argument("--resume", metavar="RUN", default=None,
-                        help="continue a run: 'latest', a run name or a checkpoint path (default: a new run)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN",
+        default=None,
+        help="continue a run: 'latest', a run name or a checkpoint path (default: a new run)",
+    )
     return parser
 
 
@@ -104,15 +124,14 @@ def run(args: argparse.Namespace) -> RunResult:
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
     module = importlib.import_module(f"training.{routine}_training")
-    return module.train(config, GLOBAL_CONFIG, resume=args.resume)
+    return module.train(config, get_global_config(), resume=args.resume)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    LOGGER.addHandler(handler)
+    if CONSOLE not in LOGGER.handlers:
+        LOGGER.addHandler(CONSOLE)
     LOGGER.setLevel(logging.INFO)
     try:
         result = run(args)

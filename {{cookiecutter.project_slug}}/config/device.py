@@ -27,16 +27,20 @@ def get_device(name: str = "auto") -> torch.device:
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {name!r} requested but CUDA is not available on this machine (torch "
-                              f"{torch.__version__}); use DEVICE='cpu' or 'auto'")
+            raise DeviceError(
+                f"device {name!r} requested but CUDA is not available on this machine (torch "
+                f"{torch.__version__}); use DEVICE='cpu' or 'auto'"
+            )
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise DeviceError(f"device {name!r} requested but this machine has {count} CUDA device(s): "
-                              f"use cuda:0 to cuda:{count - 1}")
+            raise DeviceError(
+                f"device {name!r} requested but this machine has {count} CUDA device(s): use cuda:0 to cuda:{count - 1}"
+            )
         return device
     if device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise DeviceError(f"device {name!r} requested but Apple MPS is not available on this machine; "
-                              "use DEVICE='cpu' or 'auto'")
+            raise DeviceError(
+                f"device {name!r} requested but Apple MPS is not available on this machine; use DEVICE='cpu' or 'auto'"
+            )
         return device
     raise DeviceError(f"unsupported device {name!r}: use auto, cpu, cuda, cuda:N or mps")

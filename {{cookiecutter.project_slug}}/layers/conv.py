@@ -10,8 +10,9 @@ from torch import nn
 class ConvLayer(nn.Sequential):
     """3x3 convolution, padded so that stride 1 keeps the size and stride 2 halves it."""
 
-    def __init__(self, ch_in: int, ch_out: int, stride: int = 1, dropout: float = 0.0,
-                 activ: type[nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self, ch_in: int, ch_out: int, stride: int = 1, dropout: float = 0.0, activ: type[nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__(
             nn.Conv2d(ch_in, ch_out, kernel_size=3, stride=stride, padding=1, bias=False),
             *_norm_activ_drop(ch_out, dropout, activ),
@@ -51,4 +52,3 @@ def _norm_activ_drop(channels: int, dropout: float, activ: type[nn.Module]) -> l
     if dropout > 0:
         layers.append(nn.Dropout2d(dropout))
     return layers
-

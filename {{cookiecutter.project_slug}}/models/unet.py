@@ -44,11 +44,18 @@ class UNet(nn.Module):
         activ: activation class, e.g. ``nn.ReLU`` or ``nn.GELU``.
     """
 
-    def __init__(self, ch_in: int = 1, ch_out: int = 1, bulk_ch: int = 32, n_recursions: int = 4,
-                 use_shuffle: bool = True, dropout: float = 0.0, activ: type[nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self,
+        ch_in: int = 1,
+        ch_out: int = 1,
+        bulk_ch: int = 32,
+        n_recursions: int = 4,
+        use_shuffle: bool = True,
+        dropout: float = 0.0,
+        activ: type[nn.Module] = nn.ReLU,
+    ) -> None:
         super().__init__()
-        for name, value in (("ch_in", ch_in), ("ch_out", ch_out), ("bulk_ch", bulk_ch),
-                            ("n_recursions", n_recursions)):
+        for name, value in (("ch_in", ch_in), ("ch_out", ch_out), ("bulk_ch", bulk_ch), ("n_recursions", n_recursions)):
             if value < 1:
                 raise ValueError(f"UNet: {name} must be >= 1, got {value}")
         if not 0.0 <= dropout < 1.0:

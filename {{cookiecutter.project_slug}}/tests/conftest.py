@@ -19,7 +19,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GlobalConfig:
     """DATA_DIR, LOG_DIR and WEIGHT_DIR inside the test's temporary folder (also for subprocesses)."""
     for name in ("DATA_DIR", "LOG_DIR", "WEIGHT_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / name.split("_")[0].lower()))
+        monkeypatch.setenv(name, str(tmp_path / name.split("_", maxsplit=1)[0].lower()))
     return get_global_config()
 
 
@@ -37,8 +37,15 @@ def tiny_config() -> dict:
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture

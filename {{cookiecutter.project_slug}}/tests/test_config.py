@@ -68,8 +68,9 @@ def test_to_jsonable_names_classes_and_functions_without_addresses() -> None:
     assert import_object(to_jsonable(dice)) is dice
 
 
-def test_global_config_reads_env_overrides_and_creates_dirs_on_use(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_global_config_reads_env_overrides_and_creates_dirs_on_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LOG_DIR", str(tmp_path / "my_logs"))
     config = get_global_config()
     assert isinstance(config, GlobalConfig)
@@ -104,13 +105,19 @@ def test_set_overrides_parse_literals_dotted_keys_and_classes() -> None:
     train.apply_override(config, "OPTIMIZER=torch.optim.SGD")
     train.apply_override(config, "COMMENT=hello world")
     train.apply_override(config, "EARLY_STOPPING=None")
-    assert config == {"OPTIMIZER_CONFIG": {"lr": 1e-3}, "EPOCHS": 3, "OPTIMIZER": torch.optim.SGD,
-                      "COMMENT": "hello world", "EARLY_STOPPING": None}
+    assert config == {
+        "OPTIMIZER_CONFIG": {"lr": 1e-3},
+        "EPOCHS": 3,
+        "OPTIMIZER": torch.optim.SGD,
+        "COMMENT": "hello world",
+        "EARLY_STOPPING": None,
+    }
 
 
-@pytest.mark.parametrize(("assignment", "message"), [("EPOCHS", "expected KEY=VALUE"),
-                                                     ("NOPE.lr=1", "unknown key 'NOPE'"),
-                                                     ("EPOCHS.x=1", "'EPOCHS' is not a dict")])
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [("EPOCHS", "expected KEY=VALUE"), ("NOPE.lr=1", "unknown key 'NOPE'"), ("EPOCHS.x=1", "'EPOCHS' is not a dict")],
+)
 def test_bad_set_is_refused(assignment: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         train.apply_override({"EPOCHS": 1}, assignment)

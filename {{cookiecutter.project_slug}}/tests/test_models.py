@@ -72,8 +72,9 @@ def test_one_optimisation_step_changes_every_parameter() -> None:
     model = UNet(ch_in=1, ch_out=1, bulk_ch=4, n_recursions=2)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = nn.functional.binary_cross_entropy_with_logits(model(torch.randn(4, 1, 16, 16)),
-                                                          (torch.rand(4, 1, 16, 16) > 0.5).float())
+    loss = nn.functional.binary_cross_entropy_with_logits(
+        model(torch.randn(4, 1, 16, 16)), (torch.rand(4, 1, 16, 16) > 0.5).float()
+    )
     loss.backward()
     optimizer.step()
     unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]

@@ -11,37 +11,58 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
+import predict
+import train
 from config.config import GlobalConfig
 from training import pytorch_training
 from training.common import ConfigError
 from utils.loss import dice, dice_bce
 
-CHECKPOINT_KEYS = {"format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "best", "config",
-                   "routine", "rng"}
+CHECKPOINT_KEYS = {
+    "format_version",
+    "model",
+    "optimizer",
+    "scheduler",
+    "scaler",
+    "epoch",
+    "best",
+    "config",
+    "routine",
+    "rng",
+}
 
 
-@pytest.fixture
-def finished_run(tiny_config: dict, global_config: GlobalConfig) -> pytorch_training.RunResult:
+@pytest.fixture(name="finished_run")
+def fixture_finished_run(tiny_config: dict, global_config: GlobalConfig) -> pytorch_training.RunResult:
     """One completed 2-epoch run of the tiny config."""
     return pytorch_training.train(tiny_config, global_config)
 
 
-def test_run_writes_every_file_of_the_design(finished_run: pytorch_training.RunResult,
-                                             global_config: GlobalConfig) -> None:
+def test_run_writes_every_file_of_the_design(
+    finished_run: pytorch_training.RunResult, global_config: GlobalConfig
+) -> None:
     run_dir, weight_dir = finished_run.run_dir, finished_run.weight_dir
     assert finished_run.status == "completed"
     assert run_dir == global_config.LOG_DIR / finished_run.run_name
     assert weight_dir == global_config.WEIGHT_DIR / finished_run.run_name
-    for path in (run_dir / "config.json", run_dir / "history.csv", run_dir / "curves.png", run_dir / "train.log",
-                 weight_dir / "last.pt", weight_dir / "best.pt", global_config.LOG_DIR / "experiments.csv"):
+    for path in (
+        run_dir / "config.json",
+        run_dir / "history.csv",
+        run_dir / "curves.png",
+        run_dir / "train.log",
+        weight_dir / "last.pt",
+        weight_dir / "best.pt",
+        global_config.LOG_DIR / "experiments.csv",
+    ):
         assert path.is_file() and path.stat().st_size > 0, path
     assert Image.open(run_dir / "curves.png").size[0] > 100
     config = json.loads((run_dir / "config.json").read_text())["config"]
     assert config["MODEL"] == "models.unet.UNet" and config["OPTIMIZER"] == "torch.optim.adamw.AdamW"
 
 
-def test_history_and_experiments_csv_have_the_design_columns(finished_run: pytorch_training.RunResult,
-                                                             global_config: GlobalConfig) -> None:
+def test_history_and_experiments_csv_have_the_design_columns(
+    finished_run: pytorch_training.RunResult, global_config: GlobalConfig
+) -> None:
     history = pd.read_csv(finished_run.run_dir / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
     assert history["epoch"].tolist() == [1, 2]
@@ -50,8 +71,17 @@ def test_history_and_experiments_csv_have_the_design_columns(finished_run: pytor
     experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
     assert len(experiments) == 1
     row = experiments.iloc[0]
-    assert list(experiments.columns[:9]) == ["run_name", "session_name", "routine", "status", "started_at",
-                                             "finished_at", "duration_s", "epochs_completed", "best_epoch"]
+    assert list(experiments.columns[:9]) == [
+        "run_name",
+        "session_name",
+        "routine",
+        "status",
+        "started_at",
+        "finished_at",
+        "duration_s",
+        "epochs_completed",
+        "best_epoch",
+    ]
     assert row["run_name"] == finished_run.run_name and row["routine"] == "pytorch"
     assert row["status"] == "completed" and row["epochs_completed"] == 2 and row["world_size"] == 1
     best = history.loc[history["epoch"] == row["best_epoch"]].iloc[0]
@@ -96,8 +126,13 @@ def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalCo
 
 def test_early_stopping_stops_after_patience(tiny_config: dict, global_config: GlobalConfig) -> None:
     # A learning rate of zero never improves on the first epoch: patience 1 stops after epoch 2 of 5.
-    tiny_config.update(EPOCHS=5, EARLY_STOPPING={"patience": 1, "min_delta": 0.0}, SCHEDULER=None,
-                       SCHEDULER_CONFIG={}, OPTIMIZER_CONFIG={"lr": 0.0})
+    tiny_config.update(
+        EPOCHS=5,
+        EARLY_STOPPING={"patience": 1, "min_delta": 0.0},
+        SCHEDULER=None,
+        SCHEDULER_CONFIG={},
+        OPTIMIZER_CONFIG={"lr": 0.0},
+    )
     result = pytorch_training.train(tiny_config, global_config)
     assert result.status == "completed" and result.epochs_completed == 2 and result.best_epoch == 1
 
@@ -143,10 +178,20 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
         torch.testing.assert_close(b[name], tensor, rtol=0, atol=1e-6)
 
 
-def test_train_cli_then_predict_cli_on_its_checkpoint(global_config: GlobalConfig, tmp_path: Path,
-                                                       run_script: Callable) -> None:
-    overrides = ["--set", "MODEL_CONFIG.bulk_ch=4", "--set", "MODEL_CONFIG.n_recursions=2", "--set",
-                 "DATASET_CONFIG={'n_samples': 24, 'size': 32}", "--set", "DEVICE='cpu'", "--epochs", "1"]
+@pytest.mark.usefixtures("global_config")
+def test_train_cli_then_predict_cli_on_its_checkpoint(tmp_path: Path, run_script: Callable) -> None:
+    overrides = [
+        "--set",
+        "MODEL_CONFIG.bulk_ch=4",
+        "--set",
+        "MODEL_CONFIG.n_recursions=2",
+        "--set",
+        "DATASET_CONFIG={'n_samples': 24, 'size': 32}",
+        "--set",
+        "DEVICE='cpu'",
+        "--epochs",
+        "1",
+    ]
     trained = run_script("train.py", *overrides)
     assert trained.returncode == 0, trained.stderr
     assert "completed" in trained.stdout
@@ -170,25 +215,28 @@ def test_train_cli_then_predict_cli_on_its_checkpoint(global_config: GlobalConfi
         (["--set", "TYPO=1"], "error: unknown key 'TYPO'"),
         (["--set", "DEVICE='cuda:7'"], "error: device 'cuda:7' requested"),
         (["--config", "missing.py"], "error: --config missing.py: no such file"),
-        (["--set", "DATASET=utils.data.datasets.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
-         "error: dataset folder not found: /nope"),
+        (
+            ["--set", "DATASET=utils.data.datasets.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
+            "error: dataset folder not found: /nope",
+        ),
         (["--resume", "no_such_run"], "error: --resume no_such_run: neither a checkpoint file nor a run"),
     ],
 )
-def test_train_cli_bad_input_is_one_line_and_writes_nothing(global_config: GlobalConfig, args: list[str],
-                                                            message: str, run_script: Callable) -> None:
+def test_train_cli_bad_input_is_one_line_and_writes_nothing(
+    global_config: GlobalConfig, args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
     if "cuda" in " ".join(args) and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
-    result = run_script("train.py", *args)
-    assert result.returncode == 2
-    assert result.stderr.strip().startswith(message), result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert not (global_config.LOG_DIR / "experiments.csv").exists()
+    assert train.main(args) == 2
+    stderr = capsys.readouterr().err.strip()
+    assert stderr.startswith(message), stderr
+    assert len(stderr.splitlines()) == 1
+    assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
 
 
-def test_predict_cli_bad_input(global_config: GlobalConfig, tmp_path: Path, run_script: Callable) -> None:
-    result = run_script("predict.py", "-i", str(tmp_path / "nothing*.png"), "-o", str(tmp_path / "out"))
-    assert result.returncode == 2 and "error: no such file, folder or match" in result.stderr
+def test_predict_cli_bad_input(global_config: GlobalConfig, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert predict.main(["-i", str(tmp_path / "nothing*.png"), "-o", str(tmp_path / "out")]) == 2
+    assert "error: no such file, folder or match" in capsys.readouterr().err
     (tmp_path / "x.png").write_bytes(b"not a png")
-    result = run_script("predict.py", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"))
-    assert result.returncode == 2 and f"no run with a best.pt in {global_config.WEIGHT_DIR}" in result.stderr
+    assert predict.main(["-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "out")]) == 2
+    assert f"no run with a best.pt in {global_config.WEIGHT_DIR}" in capsys.readouterr().err

@@ -49,6 +49,7 @@ def _of_type(*types: type, name: str) -> Check:
         if isinstance(value, bool) and bool not in types:
             return f"expected {name}, got a bool"
         return None if isinstance(value, types) else f"expected {name}, got {type(value).__name__}"
+
     return check
 
 
@@ -58,6 +59,7 @@ def _subclass_of(base: type, name: str) -> Check:
             return None
         got = f"an instance of {type(value).__name__}" if not isinstance(value, type) else value.__name__
         return f"expected a {name} class (not an instance), got {got}"
+
     return check
 
 
@@ -82,6 +84,7 @@ def _all(*checks: Check) -> Check:
             if problem:
                 return problem
         return None
+
     return check
 
 
@@ -121,8 +124,9 @@ def _early_stopping(value: Any) -> str | None:
 def _emails(value: Any) -> str | None:
     if not value:
         return None
-    return ("e-mail notification is not part of this project (generate it with use_smtp_notifications); "
-            "set NOTIFY to None")
+    return (
+        "e-mail notification is not part of this project (generate it with use_smtp_notifications); set NOTIFY to None"
+    )
 
 
 REQUIRED = object()
@@ -137,50 +141,63 @@ class Key:
     default: Any = REQUIRED
 
 
-_INT = _of_type(int, name="an int")
-_NUMBER = _of_type(int, float, name="a number")
-_STR = _of_type(str, name="a string")
-_BOOL = _of_type(bool, name="True or False")
+_is_int = _of_type(int, name="an int")
+_is_number = _of_type(int, float, name="a number")
+_is_str = _of_type(str, name="a string")
+_is_bool = _of_type(bool, name="True or False")
 
 SCHEMA: dict[str, Key] = {
-    "SESSION_NAME": Key("name of the experiment series; part of every run name", _STR),
-    "ROUTINE": Key("default training routine (train.py --routine overrides it)", _STR, "pytorch"),
-    "SEED": Key("seed of every random number generator, the data split and the batch order", _INT, 42),
-    "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR, "auto"),
+    "SESSION_NAME": Key("name of the experiment series; part of every run name", _is_str),
+    "ROUTINE": Key("default training routine (train.py --routine overrides it)", _is_str, "pytorch"),
+    "SEED": Key("seed of every random number generator, the data split and the batch order", _is_int, 42),
+    "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _is_str, "auto"),
     "MODEL": Key("model class (an nn.Module subclass)", _subclass_of(nn.Module, "torch.nn.Module")),
     "MODEL_CONFIG": Key("keyword arguments of MODEL", _kwargs, {}),
     "DATASET": Key("dataset class returning (image, mask) pairs", _subclass_of(Dataset, "torch Dataset")),
     "DATASET_CONFIG": Key("keyword arguments of DATASET", _kwargs, {}),
-    "VAL_DATASET": Key("validation dataset class; None splits VAL_FRACTION off DATASET",
-                       _optional(_subclass_of(Dataset, "torch Dataset")), None),
+    "VAL_DATASET": Key(
+        "validation dataset class; None splits VAL_FRACTION off DATASET",
+        _optional(_subclass_of(Dataset, "torch Dataset")),
+        None,
+    ),
     "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", _kwargs, {}),
-    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _all(_NUMBER, _fraction), 0.2),
-    "TRAIN_TRANSFORM": Key("paired (image, mask) augmentation applied to training samples only",
-                           _optional(_callable), None),
-    "DATA_LOADER_CONFIG": Key("keyword arguments of torch DataLoader (batch_size, num_workers, ...)",
-                              _kwargs, {"batch_size": 16}),
+    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _all(_is_number, _fraction), 0.2),
+    "TRAIN_TRANSFORM": Key(
+        "paired (image, mask) augmentation applied to training samples only", _optional(_callable), None
+    ),
+    "DATA_LOADER_CONFIG": Key(
+        "keyword arguments of torch DataLoader (batch_size, num_workers, ...)", _kwargs, {"batch_size": 16}
+    ),
     "OPTIMIZER": Key("optimizer class", _subclass_of(torch.optim.Optimizer, "torch.optim.Optimizer")),
     "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", _kwargs, {}),
-    "SCHEDULER": Key("learning-rate scheduler class, stepped once per epoch; None for a constant lr",
-                     _optional(_subclass_of(object, "scheduler")), None),
+    "SCHEDULER": Key(
+        "learning-rate scheduler class, stepped once per epoch; None for a constant lr",
+        _optional(_subclass_of(object, "scheduler")),
+        None,
+    ),
     "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER", _kwargs, {}),
-    "LOSS": Key("loss(logits, target) -> scalar, the mean over samples; a function or an nn.Module class",
-                _callable),
+    "LOSS": Key("loss(logits, target) -> scalar, the mean over samples; a function or an nn.Module class", _callable),
     "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics, {}),
-    "EPOCHS": Key("number of epochs", _all(_INT, _positive)),
-    "MIXED_PRECISION": Key("False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16' (CUDA only)",
-                           _one_of(False, True, "bf16", "fp16"), False),
-    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _optional(_all(_NUMBER, _positive)), None),
-    "EARLY_STOPPING": Key("{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
-                          _optional(_early_stopping), None),
-    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: chooses best.pt and drives early stopping", _STR,
-                             "val_loss"),
-    "CHECKPOINT_MODE": Key("min | max; None picks min for losses and max for metrics",
-                           _optional(_one_of("min", "max")), None),
-    "TENSORBOARD": Key("write TensorBoard events under logs/<run>/tensorboard", _BOOL, False),
-    "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL, True),
+    "EPOCHS": Key("number of epochs", _all(_is_int, _positive)),
+    "MIXED_PRECISION": Key(
+        "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16' (CUDA only)",
+        _one_of(False, True, "bf16", "fp16"),
+        False,
+    ),
+    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _optional(_all(_is_number, _positive)), None),
+    "EARLY_STOPPING": Key(
+        "{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
+        _optional(_early_stopping),
+        None,
+    ),
+    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _is_str, "val_loss"),
+    "CHECKPOINT_MODE": Key(
+        "min | max; None picks min for losses and max for metrics", _optional(_one_of("min", "max")), None
+    ),
+    "TENSORBOARD": Key("write TensorBoard events under logs/<run>/tensorboard", _is_bool, False),
+    "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _is_bool, True),
     "NOTIFY": Key("e-mail addresses to notify when the run ends", _optional(_emails), None),
-    "COMMENT": Key("free text stored with the run", _STR, ""),
+    "COMMENT": Key("free text stored with the run", _is_str, ""),
 }
 
 # DataLoader arguments the routines set themselves (shuffling and its seeded generator), so a config cannot.
@@ -237,10 +254,13 @@ def _copy(value: Any) -> Any:
 
 def _cross_checks(config: dict[str, Any]) -> list[str]:
     problems = []
-    for cls_key, kwargs_key, n_positional in (("MODEL", "MODEL_CONFIG", 0), ("DATASET", "DATASET_CONFIG", 0),
-                                              ("VAL_DATASET", "VAL_DATASET_CONFIG", 0),
-                                              ("OPTIMIZER", "OPTIMIZER_CONFIG", 1),
-                                              ("SCHEDULER", "SCHEDULER_CONFIG", 1)):
+    for cls_key, kwargs_key, n_positional in (
+        ("MODEL", "MODEL_CONFIG", 0),
+        ("DATASET", "DATASET_CONFIG", 0),
+        ("VAL_DATASET", "VAL_DATASET_CONFIG", 0),
+        ("OPTIMIZER", "OPTIMIZER_CONFIG", 1),
+        ("SCHEDULER", "SCHEDULER_CONFIG", 1),
+    ):
         if config[cls_key] is not None:
             problem = _signature_problem(config[cls_key], config[kwargs_key], n_positional)
             if problem:
@@ -263,6 +283,7 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
 # Config as data: dotted names for classes and functions (config.json, checkpoints, experiments.csv)
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def dotted_name(obj: Any) -> str:
     """``module.QualName`` of a class or function, e.g. ``torch.optim.adamw.AdamW``."""
     return f"{obj.__module__}.{obj.__qualname__}"
@@ -274,12 +295,10 @@ def to_jsonable(value: Any) -> Any:
         return {str(key): to_jsonable(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_jsonable(item) for item in value]
-    if value is None or isinstance(value, (bool, int, str)):
+    if isinstance(value, Path) or (isinstance(value, float) and not math.isfinite(value)):
+        return str(value)  # JSON has no paths, NaN or infinity
+    if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Path):
-        return str(value)
     if isinstance(value, type) or inspect.isroutine(value):
         return dotted_name(value)
     # An instance (e.g. a transform): its class and its plain attributes, so that two configs compare equal.
@@ -309,6 +328,7 @@ def import_object(path: str) -> Any:
 # Builders
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 class _Transformed(Dataset):
     """Applies a paired transform to another dataset's samples (used for training augmentation only)."""
 
@@ -330,8 +350,10 @@ def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     else:
         n_val = round(len(dataset) * config["VAL_FRACTION"])
         if not 0 < n_val < len(dataset):
-            raise ConfigError(f"VAL_FRACTION={config['VAL_FRACTION']} of {len(dataset)} samples leaves an empty "
-                              "training or validation set")
+            raise ConfigError(
+                f"VAL_FRACTION={config['VAL_FRACTION']} of {len(dataset)} samples leaves an empty "
+                "training or validation set"
+            )
         generator = torch.Generator().manual_seed(config["SEED"])
         train_set, val_set = random_split(dataset, [len(dataset) - n_val, n_val], generator=generator)
     if config["TRAIN_TRANSFORM"] is not None:
@@ -421,6 +443,7 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
 # Resume
 # ---------------------------------------------------------------------------------------------------------------------
 
+
 def find_checkpoint(resume: str | Path, global_config: GlobalConfig) -> Path:
     """``latest``, a run name or a checkpoint path -> the checkpoint file to resume from."""
     if str(resume) == "latest":
@@ -441,13 +464,20 @@ def load_for_resume(resume: str | Path, global_config: GlobalConfig, routine: st
     """Load the checkpoint to resume and check that this routine wrote it."""
     checkpoint = load_checkpoint(find_checkpoint(resume, global_config))
     if checkpoint["routine"] != routine:
-        raise ConfigError(f"run {checkpoint['run_name']} was trained by the {checkpoint['routine']!r} routine; "
-                          f"resume it with --routine {checkpoint['routine']}")
+        raise ConfigError(
+            f"run {checkpoint['run_name']} was trained by the {checkpoint['routine']!r} routine; "
+            f"resume it with --routine {checkpoint['routine']}"
+        )
     return checkpoint
 
 
-def restore(checkpoint: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: torch.amp.GradScaler) -> None:
+def restore(
+    checkpoint: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+) -> None:
     """Put the states of a checkpoint back into freshly built training objects."""
     model.load_state_dict(checkpoint["model"])
     optimizer.load_state_dict(checkpoint["optimizer"])
@@ -460,6 +490,7 @@ def restore(checkpoint: dict[str, Any], model: nn.Module, optimizer: torch.optim
 # ---------------------------------------------------------------------------------------------------------------------
 # Recording a run
 # ---------------------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class RunResult:
@@ -479,10 +510,12 @@ class RunResult:
 def _git_state() -> tuple[str, str]:
     """(commit, dirty) of the project's git checkout, or empty strings outside one."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT_PATH, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT_PATH, capture_output=True, text=True,
-                                timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "", ""
     return commit, str(bool(status.strip()))
@@ -497,8 +530,15 @@ class RunRecorder:
     :meth:`finish` once, whatever the outcome.
     """
 
-    def __init__(self, config: dict[str, Any], global_config: GlobalConfig, routine: str, device: torch.device,
-                 checkpoint: dict[str, Any] | None = None, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        global_config: GlobalConfig,
+        routine: str,
+        device: torch.device,
+        checkpoint: dict[str, Any] | None = None,
+        world_size: int = 1,
+    ) -> None:
         self.config, self.routine, self.device, self.world_size = config, routine, device, world_size
         self.metric, self.mode = config["CHECKPOINT_METRIC"], config["CHECKPOINT_MODE"]
         min_delta = (config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
@@ -508,8 +548,9 @@ class RunRecorder:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         if checkpoint is None:
-            self.run_dir = create_unique_dir(global_config.LOG_DIR,
-                                             make_run_name(config["SESSION_NAME"], routine, self.started_at))
+            self.run_dir = create_unique_dir(
+                global_config.LOG_DIR, make_run_name(config["SESSION_NAME"], routine, self.started_at)
+            )
             self.run_name = self.run_dir.name
         else:
             self.run_name = checkpoint["run_name"]
@@ -520,9 +561,11 @@ class RunRecorder:
         self.experiments_csv = global_config.LOG_DIR / "experiments.csv"
         self.history_csv = self.run_dir / "history.csv"
         self.jsonable_config = to_jsonable(config)
-        (self.run_dir / "config.json").write_text(json.dumps(
-            {"run_name": self.run_name, "routine": routine, "config": self.jsonable_config}, indent=2) + "\n",
-            encoding="utf-8")
+        (self.run_dir / "config.json").write_text(
+            json.dumps({"run_name": self.run_name, "routine": routine, "config": self.jsonable_config}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )
         self._log_handler: logging.Handler | None = None
         if config["LOGFILE"]:
             self._log_handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
@@ -539,8 +582,9 @@ class RunRecorder:
         try:
             from utils.logging.tensorboard import TensorBoardLogger  # pylint: disable=import-outside-toplevel
         except ImportError as err:
-            raise ConfigError("TENSORBOARD=True but TensorBoard is not available in this project "
-                              f"({err}); set TENSORBOARD to False") from err
+            raise ConfigError(
+                f"TENSORBOARD=True but TensorBoard is not available in this project ({err}); set TENSORBOARD to False"
+            ) from err
         return TensorBoardLogger(self.run_dir / "tensorboard")
 
     def _reload_history(self, last_epoch: int) -> None:
@@ -581,8 +625,9 @@ class RunRecorder:
         if improved:
             self.best_value, self.best_epoch = val[self.metric], epoch
         values = "  ".join(f"{key} {value:.4f}" for key, value in row.items() if key not in ("epoch", "seconds"))
-        LOGGER.info("epoch %d/%d  %s  %.1fs%s", epoch, self.config["EPOCHS"], values, seconds,
-                    "  (best)" if improved else "")
+        LOGGER.info(
+            "epoch %d/%d  %s  %.1fs%s", epoch, self.config["EPOCHS"], values, seconds, "  (best)" if improved else ""
+        )
         return improved
 
     def should_stop(self) -> bool:
@@ -595,8 +640,14 @@ class RunRecorder:
             LOGGER.info("early stopping: %s has not improved for %d epochs", self.metric, early["patience"])
         return stop
 
-    def checkpoint(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                   scaler: torch.amp.GradScaler) -> dict[str, Any]:
+    def checkpoint(
+        self,
+        epoch: int,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: torch.amp.GradScaler,
+    ) -> dict[str, Any]:
         """The one checkpoint format of every routine (readable with ``torch.load(weights_only=True)``)."""
         return {
             "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -623,8 +674,12 @@ class RunRecorder:
         best = next((row for row in self.history if row["epoch"] == self.best_epoch), {})
         final = self.history[-1] if self.history else {}
         result = RunResult(
-            run_name=self.run_name, status=status, run_dir=self.run_dir, weight_dir=self.weight_dir,
-            epochs_completed=len(self.history), best_epoch=self.best_epoch,
+            run_name=self.run_name,
+            status=status,
+            run_dir=self.run_dir,
+            weight_dir=self.weight_dir,
+            epochs_completed=len(self.history),
+            best_epoch=self.best_epoch,
             best={k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
             final={k: v for k, v in final.items() if k.startswith(("val_", "train_"))},
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -656,8 +711,15 @@ class RunRecorder:
         if result is not None:
             row.update({f"best_{key}": value for key, value in result.best.items()})
             row.update({f"final_{key}": value for key, value in result.final.items()})
-        row.update({"git_commit": commit, "git_dirty": dirty, "device": str(self.device),
-                    "world_size": self.world_size, "run_dir": str(self.run_dir)})
+        row.update(
+            {
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "device": str(self.device),
+                "world_size": self.world_size,
+                "run_dir": str(self.run_dir),
+            }
+        )
         row.update(flatten(self.jsonable_config))
         if result is not None and result.error:
             row["error"] = result.error

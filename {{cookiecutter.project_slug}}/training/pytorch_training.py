@@ -39,14 +39,23 @@ from utils.torchutils import backprop, check_finite, set_seed
 ROUTINE = "pytorch"
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler, device: torch.device, dtype: torch.dtype | None,
-                    grad_clip: float | None, epoch: int, on_step: Callable[[float], None] | None = None) -> float:
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    grad_clip: float | None,
+    epoch: int,
+    on_step: Callable[[float], None] | None = None,
+) -> float:
     """One pass over the training data; returns the loss averaged over samples."""
     model.train()
     total, count = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not sys.stderr.isatty())
-    for images, masks in bar:
+    progress = tqdm(loader, desc=f"epoch {epoch} train", leave=False, disable=not sys.stderr.isatty())
+    for images, masks in progress:
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
         with autocast(device, dtype):
@@ -56,15 +65,21 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn: Callable, opt
         # Weighted by batch size, so that a short last batch counts for what it holds.
         total += loss.item() * len(images)
         count += len(images)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        progress.set_postfix(loss=f"{loss.item():.4f}")
         if on_step is not None:
             on_step(loss.item())
     return total / count
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, metrics: dict[str, Callable],
-             device: torch.device, dtype: torch.dtype | None) -> tuple[dict[str, float], tuple]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable,
+    metrics: dict[str, Callable],
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> tuple[dict[str, float], tuple]:
     """Validation loss and metrics averaged over samples, and the first batch (images, masks, logits)."""
     model.eval()
     totals = dict.fromkeys(["val_loss", *(f"val_{name}" for name in metrics)], 0.0)
@@ -84,8 +99,9 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: Callable, metrics: d
     return {key: value / count for key, value in totals.items()}, first_batch
 
 
-def train(config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG,
-          resume: str | Path | None = None) -> RunResult:
+def train(
+    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+) -> RunResult:
     """Train ``config`` with a hand-written loop; ``resume`` is ``latest``, a run name or a checkpoint path."""
     # build
     config = validate_config(config)
@@ -117,8 +133,9 @@ def train(config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG,
             started = time.perf_counter()
             lr = current_lr(optimizer)
             set_epoch(train_loader, config["SEED"], epoch)
-            train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, scaler, device, dtype,
-                                         config["GRAD_CLIP"], epoch, on_step)
+            train_loss = train_one_epoch(
+                model, train_loader, loss_fn, optimizer, scaler, device, dtype, config["GRAD_CLIP"], epoch, on_step
+            )
             # evaluate
             val, (images, masks, logits) = evaluate(model, val_loader, loss_fn, config["METRICS"], device, dtype)
             step_scheduler(scheduler, val[recorder.metric])

@@ -83,8 +83,13 @@ def check_finite(value: torch.Tensor, what: str) -> None:
         raise FloatingPointError(f"{what} is not finite ({value.detach().flatten()[:4].tolist()})")
 
 
-def backprop(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, grad_clip: float | None) -> None:
+def backprop(
+    loss: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float | None,
+) -> None:
     """Backward pass and optimizer step, with loss scaling (fp16) and gradient-norm clipping.
 
     Gradients are unscaled before clipping, so that ``grad_clip`` means the same with and without fp16.

@@ -19,8 +19,17 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-HEAD_COLUMNS = ["run_name", "session_name", "routine", "status", "started_at", "finished_at", "duration_s",
-                "epochs_completed", "best_epoch"]
+HEAD_COLUMNS = [
+    "run_name",
+    "session_name",
+    "routine",
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "epochs_completed",
+    "best_epoch",
+]
 TAIL_COLUMNS = ["git_commit", "git_dirty", "device", "world_size", "run_dir"]
 LOCK_TIMEOUT_S = 60
 

@@ -1,0 +1,34 @@
+"""TensorBoard events, read back with TensorBoard's own reader and checked against history.csv."""
+
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from config.config import GlobalConfig
+from training import pytorch_training
+
+
+def test_events_match_history(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config["TENSORBOARD"] = True
+    result = pytorch_training.train(tiny_config, global_config)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    history = pd.read_csv(result.run_dir / "history.csv")
+    tags = events.Tags()
+    assert {"loss/train", "loss/val", "metrics/val_dice", "metrics/val_iou", "lr", "loss/train_step"} <= set(
+        tags["scalars"]
+    )
+    for tag, column in (
+        ("loss/train", "train_loss"),
+        ("loss/val", "val_loss"),
+        ("metrics/val_dice", "val_dice"),
+        ("lr", "lr"),
+    ):
+        scalars = events.Scalars(tag)
+        assert [s.step for s in scalars] == history["epoch"].tolist()
+        assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6)
+    steps = events.Scalars("loss/train_step")
+    assert len(steps) == 2 * 4  # 2 epochs of 32 training samples in batches of 8
+    assert "predictions" in tags["images"]
+    image = events.Images("predictions")[-1]
+    assert image.height == 32 and image.width == 4 * 3 * 32  # 4 samples, each input | mask | prediction
