@@ -8,7 +8,7 @@ import pytest
 
 from utils.logging.csv import append_history, flatten, upsert_experiment
 from utils.name import make_run_name
-from utils.path import create_unique_dir, latest_run_dir, safe_name
+from utils.path import atomic_write, create_unique_dir, latest_run_dir, safe_name
 
 
 def _write_rows(path: Path, worker: int, n_rows: int) -> None:
@@ -69,3 +69,16 @@ def test_run_names_and_folders(tmp_path: Path) -> None:
     (first / "best.pt").touch()
     assert latest_run_dir(tmp_path, "best.pt") == first
     assert latest_run_dir(tmp_path / "none", "best.pt") is None
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    path.write_text("old\n")
+    with pytest.raises(RuntimeError), atomic_write(path) as file:
+        file.write("half of the new")
+        raise RuntimeError("killed mid-write")
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+    with atomic_write(path) as file:
+        file.write("new\n")
+    assert path.read_text() == "new\n"

@@ -1,7 +1,12 @@
 """Path helpers: safe names, unique run folders, finding the latest run."""
 
+import os
 import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 def safe_name(text: str) -> str:
@@ -35,3 +40,23 @@ def latest_run_dir(parent: Path, required_file: str) -> Path | None:
         return None
     runs = sorted(path.parent for path in parent.glob(f"*/{required_file}"))
     return runs[-1] if runs else None
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file next to ``path`` and, once the block succeeds, rename it over ``path``.
+
+    A crash or a kill while writing leaves the previous file intact (a rename on one file system is atomic on
+    POSIX and Windows); the data is flushed to disk before the rename, so a power cut cannot leave it empty.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": "", "encoding": "utf-8"})) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,14 +1,14 @@
 """Small torch helpers: seeding, RNG state, atomic checkpoints, the backward step and finite checks."""
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from utils.path import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -46,22 +46,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint atomically: a crash while saving leaves the previous file intact.
-
-    The file is written next to its target, flushed to disk, then renamed over it (a rename is atomic on POSIX
-    and Windows when both are on the same file system).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write a checkpoint atomically: a process killed while saving leaves the previous file readable."""
+    with atomic_write(path, "wb") as file:
+        torch.save(checkpoint, file)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

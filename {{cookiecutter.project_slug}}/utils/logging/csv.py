@@ -11,13 +11,14 @@ atomic rename: a crash mid-write leaves the previous table, never half a row.
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from filelock import FileLock
+
+from utils.path import atomic_write
 
 HEAD_COLUMNS = [
     "run_name",
@@ -79,16 +80,8 @@ def upsert_experiment(path: Path, row: Mapping[str, Any]) -> None:
         else:
             table = pd.DataFrame([new])
         table = table[_column_order(list(table.columns))]
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", newline="", encoding="utf-8") as file:
-                table.to_csv(file, index=False)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as file:
+            table.to_csv(file, index=False)
 
 
 def append_history(path: Path, row: Mapping[str, Any]) -> None:
