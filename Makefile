@@ -1,0 +1,57 @@
+# Commands for working on the template. `make help` lists them.
+# A fresh machine needs two: `make demo` and `make test`.
+
+PROJECT_DIR := {{cookiecutter.project_slug}}
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+ARGS ?=
+
+# The slug cookiecutter.json derives from the default project_name; `make demo` bakes and trains that project.
+DEMO_DIR := build/segmentation_project
+
+# One source of pins: the generated project's constraints for what both use, the template's own for the rest.
+CONSTRAINTS := -c '$(PROJECT_DIR)/constraints.txt' -c constraints-template.txt
+
+# pip runs again only when one of these files changed since the last successful install.
+STAMP := $(VENV)/.installed
+
+# Prints the last runs of experiments.csv: who, how long, and the best metrics.
+SHOW_EXPERIMENTS := import pandas as pd; \
+    df = pd.read_csv('$(DEMO_DIR)/logs/experiments.csv'); \
+    cols = ['run_name', 'routine', 'status', 'epochs_completed', 'duration_s']; \
+    cols = [c for c in cols if c in df.columns] + [c for c in df.columns if c.startswith('best_')]; \
+    print(df[cols].tail(5).to_string(index=False))
+
+.DEFAULT_GOAL := help
+.PHONY: help env demo test lint docs clean
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+
+env: $(STAMP) ## Create .venv with the template's tools and the project's packages (pinned)
+
+$(STAMP): requirements-template.txt constraints-template.txt $(PROJECT_DIR)/constraints.txt
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -r requirements-template.txt $(CONSTRAINTS)
+	touch $@
+
+demo: env ## Bake the default project into build/, train it on synthetic data, print the experiments table
+	$(VENV)/bin/cookiecutter --no-input --default-config -f -o build .
+	cd $(DEMO_DIR) && LOG_DIR="$(CURDIR)/$(DEMO_DIR)/logs" WEIGHT_DIR="$(CURDIR)/$(DEMO_DIR)/weights" \
+		"$(CURDIR)/$(PYTHON)" train.py $(ARGS)
+	@$(PYTHON) -c "$(SHOW_EXPERIMENTS)"
+
+test: env ## Test the template: bake every option combination, lint, run the baked projects' tests
+	$(PYTHON) -m pytest tests $(ARGS)
+
+lint: env ## Lint the hooks and the template's tests with ruff
+	$(VENV)/bin/ruff check hooks tests
+	$(VENV)/bin/ruff format --check hooks tests
+
+docs: env ## Build the template's documentation into build/site (strict: warnings fail)
+	$(VENV)/bin/mkdocs build --strict
+
+clean: ## Remove build/ and caches (keeps .venv; rm -rf .venv to rebuild it)
+	rm -rf build
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .pytest_cache -o -name .ruff_cache \) \
+		-type d -prune -exec rm -rf {} +

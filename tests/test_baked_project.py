@@ -1,0 +1,16 @@
+"""Run a baked project's own test suite, as its user would (`make test`), for a representative set of answers."""
+
+import sys
+
+import pytest
+from conftest import clean_env, run
+
+
+@pytest.mark.parametrize("answers", [{}, {"use_tensorboard": False}], ids=["defaults", "no-tensorboard"])
+def test_baked_project_tests_pass(cookies, answers):
+    result = cookies.bake(extra_context=answers)
+    assert result.exception is None, result.exception
+
+    # This venv has every package the project needs (requirements-template.txt); its Makefile takes PYTHON=...
+    proc = run(["make", "test", f"PYTHON={sys.executable}"], cwd=result.project_path, timeout=600, env=clean_env())
+    assert " passed" in proc.stdout
