@@ -3,6 +3,7 @@
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import predict
 import train
 from config.config import GlobalConfig
+from models.unet import UNet
 from training import pytorch_training
-from training.common import ConfigError
+from training.common import ConfigError, PreflightError, Run, preflight_checks, validate_config
 from utils.loss import dice, dice_bce
 
 CHECKPOINT_KEYS = {
@@ -103,16 +105,64 @@ def test_checkpoints_load_weights_only_in_the_one_format(finished_run: pytorch_t
     json.dumps(last["config"])  # JSON-able
 
 
-def test_evaluate_averages_over_samples_with_a_short_last_batch() -> None:
+def test_evaluate_averages_over_samples_with_a_short_last_batch(tiny_config: dict, global_config: GlobalConfig) -> None:
     torch.manual_seed(0)
-    images, masks = torch.randn(10, 1, 8, 8), (torch.rand(10, 1, 8, 8) > 0.5).float()
-    model = torch.nn.Conv2d(1, 1, 3, padding=1)
-    loader = DataLoader(TensorDataset(images, masks), batch_size=4)  # batches of 4, 4 and 2
-    val, _ = pytorch_training.evaluate(model, loader, dice_bce, {"dice": dice}, torch.device("cpu"), None)
+    images, masks = torch.randn(10, 1, 32, 32), (torch.rand(10, 1, 32, 32) > 0.5).float()
+    run = Run(tiny_config, global_config, "pytorch")
+    run.val_loader = DataLoader(TensorDataset(images, masks), batch_size=4)  # batches of 4, 4 and 2
+    val = pytorch_training.evaluate(run)
     with torch.no_grad():
-        logits = model(images)
+        logits = run.model.eval()(images)
     assert val["val_loss"] == pytest.approx(dice_bce(logits, masks).item(), abs=1e-6)
     assert val["val_dice"] == pytest.approx(dice(logits, masks).item(), abs=1e-6)
+
+
+def test_one_cycle_steps_the_learning_rate_every_batch(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config.update(SCHEDULER=None, SCHEDULER_CONFIG={}, ONE_CYCLE={"max_lr": 0.01, "pct_start": 0.5})
+    result = pytorch_training.train(tiny_config, global_config)
+    lrs = pd.read_csv(result.run_dir / "history.csv")["lr"].tolist()
+    # 2 epochs of 4 batches: epoch 1 starts at max_lr / 25; by epoch 2 the lr has risen to near the peak (step 3).
+    assert lrs[0] == pytest.approx(0.01 / 25) and 0.008 < lrs[1] < 0.01
+    last = torch.load(result.weight_dir / "last.pt", weights_only=True)
+    assert last["scheduler"]["_step_count"] == 2 * 4 + 1
+
+
+def test_lr_find_is_refused_by_this_routine(tiny_config: dict, global_config: GlobalConfig) -> None:
+    with pytest.raises(ConfigError, match="LR_FIND: the pytorch routine has no learning-rate finder"):
+        pytorch_training.train({**tiny_config, "LR_FIND": True}, global_config)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"MODEL_CONFIG": {"ch_out": 2, "bulk_ch": 4, "n_recursions": 2}}, "preflight check 'output shape' failed"),
+        ({"LOSS": lambda logits, target: (logits - target).mean() / 0.0}, "preflight check 'finite loss' failed"),
+    ],
+)
+def test_preflight_checks_stop_the_run_before_anything_is_written(
+    tiny_config: dict, global_config: GlobalConfig, change: dict, message: str
+) -> None:
+    with pytest.raises(PreflightError, match=message):
+        pytorch_training.train({**tiny_config, **change}, global_config)
+    assert not global_config.LOG_DIR.exists()
+
+
+def test_preflight_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> None:
+    class Drifting(UNet):
+        """A model whose output depends on an attribute that is not saved."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.offset = torch.randn(1)  # a plain attribute, not a buffer: lost by state_dict
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) + self.offset
+
+    config = validate_config({**tiny_config, "MODEL": Drifting})
+    model = Drifting(**config["MODEL_CONFIG"])
+    images, masks = torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)
+    with pytest.raises(PreflightError, match="preflight check 'save/load round trip' failed"):
+        preflight_checks(config, model, images, masks, dice_bce, torch.device("cpu"))
 
 
 def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalConfig) -> None:
@@ -151,11 +201,14 @@ def test_fp16_on_cpu_is_refused_before_anything_is_written(tiny_config: dict, gl
 
 
 def test_a_crash_marks_the_run_failed_and_keeps_its_files(tiny_config: dict, global_config: GlobalConfig) -> None:
+    calls = []
+
     def exploding_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return dice_bce(logits, target) * float("nan")
+        calls.append(1)  # fine for the preflight check and two steps, then NaN
+        return dice_bce(logits, target) * (float("nan") if len(calls) > 3 else 1.0)
 
     tiny_config["LOSS"] = exploding_loss
-    with pytest.raises(FloatingPointError, match="training loss at epoch 1 is not finite"):
+    with pytest.raises(FloatingPointError, match="training loss is not finite"):
         pytorch_training.train(tiny_config, global_config)
     row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
     assert row["status"] == "failed" and "FloatingPointError" in row["error"]

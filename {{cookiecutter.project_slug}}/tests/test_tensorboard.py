@@ -29,6 +29,8 @@ def test_events_match_history(tiny_config: dict, global_config: GlobalConfig) ->
         assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6)
     steps = events.Scalars("loss/train_step")
     assert len(steps) == 2 * 4  # 2 epochs of 32 training samples in batches of 8
-    assert "predictions" in tags["images"]
+    assert {"inputs", "predictions"} <= set(tags["images"])
+    inputs = events.Images("inputs")[0]
+    assert inputs.height == 32 and inputs.width == 8 * 2 * 32  # the first batch of 8, each input | mask
     image = events.Images("predictions")[-1]
     assert image.height == 32 and image.width == 4 * 3 * 32  # 4 samples, each input | mask | prediction

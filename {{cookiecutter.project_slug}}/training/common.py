@@ -6,12 +6,14 @@ the same for all of them, so that the three routines take the same config and le
 
 import importlib
 import inspect
+import io
 import json
 import logging
 import math
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +24,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, random_split
 
 from config.config import ROOT_PATH, GlobalConfig
+from config.device import get_device
 from utils.logging.csv import append_history, flatten, upsert_experiment
 from utils.logging.plot import plot_history
 from utils.name import make_run_name
 from utils.path import create_unique_dir, latest_run_dir
-from utils.torchutils import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from utils.torchutils import (
+    CheckpointError,
+    backprop,
+    check_finite,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    set_seed,
+)
 
 LOGGER = logging.getLogger("project")
 CHECKPOINT_FORMAT_VERSION = 1
@@ -121,6 +133,16 @@ def _early_stopping(value: Any) -> str | None:
     return None
 
 
+def _one_cycle(value: Any) -> str | None:
+    if not isinstance(value, dict) or "max_lr" not in value or set(value) - {"max_lr", "pct_start"}:
+        return f"expected {{'max_lr': float, 'pct_start': float}}, got {value!r}"
+    if not isinstance(value["max_lr"], (int, float)) or value["max_lr"] <= 0:
+        return f"max_lr must be a number > 0, got {value['max_lr']!r}"
+    if not 0 < value.get("pct_start", 0.25) < 1:
+        return f"pct_start must be between 0 and 1, got {value['pct_start']!r}"
+    return None
+
+
 def _emails(value: Any) -> str | None:
     if not value:
         return None
@@ -176,6 +198,15 @@ SCHEMA: dict[str, Key] = {
         None,
     ),
     "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER", _kwargs, {}),
+    "ONE_CYCLE": Key(
+        "{'max_lr': float, 'pct_start': 0.25} trains with the one-cycle policy (fastai's fit_one_cycle, torch's "
+        "OneCycleLR stepped every batch) instead of SCHEDULER; None disables it",
+        _optional(_one_cycle),
+        None,
+    ),
+    "LR_FIND": Key(
+        "run a learning-rate range test first and train with its suggestion (fastai, ignite)", _is_bool, False
+    ),
     "LOSS": Key("loss(logits, target) -> scalar, the mean over samples; a function or an nn.Module class", _callable),
     "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics, {}),
     "EPOCHS": Key("number of epochs", _all(_is_int, _positive)),
@@ -218,11 +249,12 @@ def _signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 
     return None
 
 
-def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Check every key of ``config`` and return it with the defaults filled in.
 
-    Unknown keys, missing required keys, wrong types, keyword arguments that the classes do not take and an
-    inconsistent checkpoint metric are all reported together in one ConfigError, before anything is written.
+    Unknown keys, missing required keys, wrong types, keyword arguments that the classes do not take, an
+    inconsistent checkpoint metric and keys that the routine cannot honour (``refused``: key -> why, for keys set
+    to anything but their default) are all reported together in one ConfigError, before anything is written.
     """
     if not isinstance(config, Mapping):
         raise ConfigError(f"the config must be a dict, got {type(config).__name__}")
@@ -241,6 +273,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
         resolved[key] = config[key]
     if not problems:
         problems += _cross_checks(resolved)
+        problems += [f"{key}: {why}" for key, why in (refused or {}).items() if resolved[key] != SCHEMA[key].default]
     if problems:
         raise ConfigError("; ".join(problems))
     if resolved["CHECKPOINT_MODE"] is None:
@@ -273,6 +306,8 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
     problem = _signature_problem(DataLoader, config["DATA_LOADER_CONFIG"], 1)
     if problem:
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
+    if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
+        problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; keep one")
     allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
     if config["CHECKPOINT_METRIC"] not in allowed:
         problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
@@ -389,8 +424,12 @@ def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Opt
     return config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
 
 
-def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
-    """SCHEDULER on the optimizer, or None."""
+def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
+    """The learning-rate schedule: OneCycleLR for ONE_CYCLE (stepped every batch), else SCHEDULER, or None."""
+    if config["ONE_CYCLE"] is not None:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, total_steps=config["EPOCHS"] * steps_per_epoch, **config["ONE_CYCLE"]
+        )
     if config["SCHEDULER"] is None:
         return None
     return config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
@@ -400,16 +439,6 @@ def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor],
     """LOSS as a callable: a function as is, an nn.Module class instantiated without arguments."""
     loss = config["LOSS"]
     return loss() if isinstance(loss, type) else loss
-
-
-def step_scheduler(scheduler: Any, monitored: float) -> None:
-    """Step an epoch-level scheduler; ReduceLROnPlateau is given the checkpoint metric's value."""
-    if scheduler is None:
-        return
-    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(monitored)
-    else:
-        scheduler.step()
 
 
 def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:
@@ -724,3 +753,189 @@ class RunRecorder:
         if result is not None and result.error:
             row["error"] = result.error
         upsert_experiment(self.experiments_csv, row)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks before the first epoch
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PreflightError(RuntimeError):
+    """A check on the first batch failed before training started; the message names the check."""
+
+
+def preflight_checks(
+    config: dict[str, Any],
+    model: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    loss_fn: Callable,
+    device: torch.device,
+) -> None:
+    """One batch through the model: output shape against the mask, a finite loss, and a save/load round trip
+    that gives identical outputs. Runs in eval mode and on a forked RNG, so training is exactly as without it.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            logits = model(images)
+            if logits.shape != masks.shape:
+                raise PreflightError(
+                    f"preflight check 'output shape' failed: the model gives {tuple(logits.shape)} for masks of "
+                    f"{tuple(masks.shape)}; make MODEL_CONFIG's output channels match the masks"
+                )
+            loss = loss_fn(logits.float(), masks)
+            if not torch.isfinite(loss).all():
+                raise PreflightError(f"preflight check 'finite loss' failed: the first batch's loss is {loss}")
+            buffer = io.BytesIO()
+            torch.save(model.state_dict(), buffer)
+            buffer.seek(0)
+            reloaded = build_model(config, device).eval()
+            reloaded.load_state_dict(torch.load(buffer, weights_only=True))
+            if not torch.equal(reloaded(images), logits):
+                raise PreflightError(
+                    "preflight check 'save/load round trip' failed: the reloaded model gives other outputs "
+                    "(is some state kept outside the model's parameters and buffers?)"
+                )
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A run: what every routine builds, resumes, steps and records the same way
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Run:
+    """Everything a training loop needs, built from the config the same way for every routine.
+
+    A routine creates a Run (build, resume and preflight checks), then loops in its framework's own way, calling
+    :meth:`begin_epoch`, :meth:`train_step` (or its framework's step), and :meth:`end_epoch` after validation, all
+    inside ``with run.guard():``, and returns :meth:`finish`.
+
+    Args:
+        refused: config keys the routine cannot honour, with the reason; setting one is a ConfigError.
+        framework_schedule: the framework runs ONE_CYCLE itself (fastai's fit_one_cycle): build no OneCycleLR.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        global_config: GlobalConfig,
+        routine: str,
+        resume: str | Path | None = None,
+        refused: Mapping[str, str] | None = None,
+        framework_schedule: bool = False,
+    ) -> None:
+        # build
+        self.config = config = validate_config(config, refused)
+        set_seed(config["SEED"])
+        self.device = get_device(config["DEVICE"])
+        self.dtype = autocast_dtype(config, self.device)
+        self.train_loader, self.val_loader = build_loaders(config, self.device)
+        self.model = build_model(config, self.device)
+        self.optimizer = build_optimizer(config, self.model)
+        self.scheduler = None
+        if not (framework_schedule and config["ONE_CYCLE"] is not None):
+            self.scheduler = build_scheduler(config, self.optimizer, len(self.train_loader))
+        self.scaler = grad_scaler(self.device, self.dtype)
+        self.loss_fn = build_loss(config)
+        self.metrics: dict[str, Callable] = config["METRICS"]
+        with torch.random.fork_rng():  # the batches taken for checks and images must not shift training's RNG
+            images, masks = next(iter(self.train_loader))
+            self.val_images, self.val_masks = (t[:4].to(self.device) for t in next(iter(self.val_loader)))
+        images, masks = images.to(self.device), masks.to(self.device)
+        preflight_checks(config, self.model, images, masks, self.loss_fn, self.device)
+        # resume
+        checkpoint = load_for_resume(resume, global_config, routine) if resume is not None else None
+        if checkpoint is not None:
+            restore(checkpoint, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint)
+        self.tensorboard = self.recorder.tensorboard
+        if self.tensorboard is not None and checkpoint is None:
+            self.tensorboard.log_inputs(images, masks)
+        self.step = (self.start_epoch - 1) * len(self.train_loader)
+        self._epoch_started, self._epoch_lr = 0.0, 0.0
+
+    @property
+    def start_epoch(self) -> int:
+        """The first epoch still to train (1-based; greater than 1 after a resume)."""
+        return self.recorder.start_epoch
+
+    @property
+    def scheduler_per_step(self) -> bool:
+        """Whether the scheduler steps every batch (one-cycle) rather than every epoch."""
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+    def epochs(self) -> Iterator[int]:
+        """The epochs still to train, each begun with :meth:`begin_epoch`."""
+        for epoch in range(self.start_epoch, self.config["EPOCHS"] + 1):
+            self.begin_epoch(epoch)
+            yield epoch
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Seed the epoch's batch order and start its clock."""
+        set_epoch(self.train_loader, self.config["SEED"], epoch)
+        self._epoch_started, self._epoch_lr = time.perf_counter(), current_lr(self.optimizer)
+
+    def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
+        """One optimisation step on one batch; returns its loss (the mean over its samples)."""
+        images = images.to(self.device, non_blocking=True)
+        masks = masks.to(self.device, non_blocking=True)
+        with autocast(self.device, self.dtype):
+            loss = self.loss_fn(self.model(images), masks)
+        check_finite(loss, "training loss")
+        backprop(loss, self.model, self.optimizer, self.scaler, self.config["GRAD_CLIP"])
+        value = loss.item()
+        self.after_step(value)
+        return value
+
+    def after_step(self, loss: float) -> None:
+        """Count the step, step a per-batch schedule and log the step's loss."""
+        self.step += 1
+        if self.scheduler_per_step:
+            self.scheduler.step()
+        if self.tensorboard is not None:
+            self.tensorboard.log_step(self.step, loss)
+
+    def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
+        """After validation: step an epoch schedule, record the epoch, write checkpoints; True means stop early."""
+        if self.scheduler is not None and not self.scheduler_per_step:
+            if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.scheduler.step(val[self.recorder.metric])
+            else:
+                self.scheduler.step()
+        seconds = time.perf_counter() - self._epoch_started
+        is_best = self.recorder.record_epoch(epoch, train_loss, val, self._epoch_lr, seconds)
+        if self.tensorboard is not None:
+            self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, self.predict(self.val_images))
+        checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
+        self.recorder.save(checkpoint, is_best)
+        return self.recorder.should_stop()
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits of the model in eval mode (the mode it was in is restored)."""
+        was_training = self.model.training
+        self.model.eval()
+        with autocast(self.device, self.dtype):
+            logits = self.model(images)
+        self.model.train(was_training)
+        return logits.float()
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Record an interrupted or failed run in experiments.csv before the exception goes on."""
+        try:
+            yield
+        except KeyboardInterrupt as interrupt:
+            self.recorder.finish("interrupted", interrupt)
+            raise
+        except Exception as error:
+            self.recorder.finish("failed", error)
+            raise
+
+    def finish(self) -> RunResult:
+        """Record the completed run and return its result."""
+        return self.recorder.finish("completed")

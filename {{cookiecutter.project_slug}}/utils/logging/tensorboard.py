@@ -1,7 +1,8 @@
 """TensorBoard events of a run, with the same tags whatever the routine.
 
 Tags: ``loss/train`` and ``loss/val`` per epoch, ``loss/train_step`` per optimizer step, ``metrics/<name>`` per
-epoch (e.g. ``metrics/val_dice``), ``lr`` per epoch, and ``predictions`` images (input | mask | prediction).
+epoch (e.g. ``metrics/val_dice``), ``lr`` per epoch, ``inputs`` (the first augmented training batch: input | mask)
+and ``predictions`` per epoch (validation samples: input | mask | prediction).
 """
 
 from collections.abc import Mapping
@@ -33,20 +34,28 @@ class TensorBoardLogger:
         """Log the training loss of one optimizer step."""
         self.writer.add_scalar("loss/train_step", loss, step)
 
+    def log_inputs(self, images: torch.Tensor, masks: torch.Tensor) -> None:
+        """Log the first training batch as the model sees it (after augmentation): input | mask."""
+        self.writer.add_images("inputs", _side_by_side(images, masks), 0, dataformats="NCHW")
+        self.writer.flush()
+
     def log_predictions(self, epoch: int, images: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor) -> None:
-        """Log a few validation samples as one grid per sample: input | true mask | predicted mask."""
-        images = images.detach().float().cpu()
-        if images.shape[1] != 1:
-            images = images.mean(dim=1, keepdim=True)  # grey-scale so that the three panels line up
-        masks = masks.detach().float().cpu()[:, :1]
-        preds = (logits.detach().float().cpu()[:, :1] > 0).float()
-        lo = images.amin(dim=(1, 2, 3), keepdim=True)
-        hi = images.amax(dim=(1, 2, 3), keepdim=True)
-        images = (images - lo) / (hi - lo).clamp_min(1e-8)
-        panels = torch.cat([images, masks, preds], dim=3)  # side by side along the width
-        self.writer.add_images("predictions", panels, epoch, dataformats="NCHW")
+        """Log a few validation samples: input | true mask | predicted mask."""
+        predictions = (logits.detach().float().cpu() > 0).float()
+        self.writer.add_images("predictions", _side_by_side(images, masks, predictions), epoch, dataformats="NCHW")
         self.writer.flush()
 
     def close(self) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+
+def _side_by_side(images: torch.Tensor, *masks: torch.Tensor) -> torch.Tensor:
+    """Grey-scale images scaled to [0, 1] with their first mask channel(s) beside them, along the width."""
+    images = images.detach().float().cpu()
+    if images.shape[1] != 1:
+        images = images.mean(dim=1, keepdim=True)  # grey-scale so that the panels line up
+    low = images.amin(dim=(1, 2, 3), keepdim=True)
+    high = images.amax(dim=(1, 2, 3), keepdim=True)
+    images = (images - low) / (high - low).clamp_min(1e-8)
+    return torch.cat([images, *(mask.detach().float().cpu()[:, :1] for mask in masks)], dim=3)
