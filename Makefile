@@ -23,7 +23,7 @@ SHOW_EXPERIMENTS := import pandas as pd; \
     print(df[cols].tail(5).to_string(index=False))
 
 .DEFAULT_GOAL := help
-.PHONY: help env demo test lint docs clean
+.PHONY: help env demo test lint docs bench clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
@@ -44,12 +44,15 @@ demo: env ## Bake the default project into build/, train it on synthetic data, p
 test: env ## Test the template: bake every option combination, lint, run the baked projects' tests
 	$(PYTHON) -m pytest tests $(ARGS)
 
-lint: env ## Lint the hooks and the template's tests with ruff
-	$(VENV)/bin/ruff check hooks tests
-	$(VENV)/bin/ruff format --check hooks tests
+lint: env ## Lint the hooks, tests, benchmarks and docs hook with ruff
+	$(VENV)/bin/ruff check hooks tests benchmarks docs/hooks.py
+	$(VENV)/bin/ruff format --check hooks tests benchmarks docs/hooks.py
 
 docs: env ## Build the template's documentation into build/site (strict: warnings fail)
 	$(VENV)/bin/mkdocs build --strict
+
+bench: env ## Time each training routine against a bare loop (about 3 min on 2 CPU cores; ARGS='--rounds 3')
+	$(PYTHON) benchmarks/routine_overhead.py $(ARGS)
 
 clean: ## Remove build/ and caches (keeps .venv; rm -rf .venv to rebuild it)
 	rm -rf build

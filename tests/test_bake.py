@@ -66,24 +66,33 @@ BASE_FILES = {
 # Files that only a project with the option turned on has.
 OPTION_FILES = {
     "routine_pytorch": {"training/pytorch_training.py", "tests/test_pytorch_training.py"},
+    "routine_ignite": {"training/ignite_training.py", "tests/test_ignite_training.py"},
+    "routine_fastai": {"training/fastai_training.py", "tests/test_fastai_training.py"},
     "use_tensorboard": {"utils/logging/tensorboard.py", "tests/test_tensorboard.py"},
 }
 
-DEFAULTS = {"routine_pytorch": True, "use_tensorboard": True}
+DEFAULTS = {"routine_pytorch": True, "routine_ignite": True, "routine_fastai": True, "use_tensorboard": True}
 
-# Every answer value appears at least once, and python_version x use_tensorboard in all four pairs.
-# routine_pytorch stays true: it is the only routine so far and at least one is required.
+# Every non-empty set of routines once; every answer value of the other questions at least once, and
+# python_version x use_tensorboard in all four pairs.
 SUPPORTED_COMBINATIONS = [
     {},
-    {"python_version": "3.12", "license": "BSD-3-Clause", "use_tensorboard": False},
-    {"python_version": "3.11", "license": "Apache-2.0", "use_tensorboard": False},
-    {"python_version": "3.12", "license": "Proprietary", "use_tensorboard": True},
+    {
+        "routine_ignite": False,
+        "routine_fastai": False,
+        "python_version": "3.12",
+        "license": "BSD-3-Clause",
+        "use_tensorboard": False,
+    },
+    {"routine_pytorch": False, "routine_fastai": False, "license": "Apache-2.0", "use_tensorboard": False},
+    {"routine_pytorch": False, "routine_ignite": False, "python_version": "3.12", "license": "Proprietary"},
+    {"routine_fastai": False},
+    {"routine_ignite": False, "use_tensorboard": False},
+    {"routine_pytorch": False, "python_version": "3.12"},
 ]
 
 # Options answered true whose files are not in the template yet: the pre-gen hook refuses them.
 NOT_AVAILABLE_YET = [
-    "routine_ignite",
-    "routine_fastai",
     "use_smtp_notifications",
     "use_docker",
     "use_hyperparameter_search",
@@ -225,6 +234,14 @@ def test_template_requirements_are_pinned():
     assert not project_pins & template_pins, "a version is pinned in both constraint files: keep one"
 
 
+def test_template_venv_has_what_every_baked_project_needs(cookies):
+    """The baked projects' tests and lint run in the template's venv: it must hold all their requirements."""
+    project = bake_ok(cookies, {})  # every routine and every available option on
+    assert requirement_names(project / "requirements-dev.txt") <= requirement_names(
+        TEMPLATE_DIR / "requirements-template.txt"
+    )
+
+
 def test_template_venv_is_fully_pinned():
     """Every package in the venv running these tests (`make env`) is pinned, at that version, in one constraint file."""
     pins = {
@@ -312,7 +329,10 @@ BAD_ANSWERS = [
     *[({"project_slug": slug}, f"project_slug {slug!r} is not a valid project name") for slug in BAD_SLUGS],
     ({"author_email": "not-an-email"}, "author_email 'not-an-email' is not an e-mail address"),
     ({"author_email": "me@localhost"}, "author_email 'me@localhost' is not an e-mail address"),
-    ({"routine_pytorch": False}, "choose at least one training routine"),
+    (
+        {"routine_pytorch": False, "routine_ignite": False, "routine_fastai": False},
+        "choose at least one training routine",
+    ),
     *[({option: True}, f"{option} is not available in this template version yet") for option in NOT_AVAILABLE_YET],
 ]
 

@@ -1,12 +1,13 @@
-"""Run a baked project's own test suite, as its user would (`make test`), for a representative set of answers."""
+"""Run a baked project's own test suite, as its user would (`make test`), for every supported combination."""
 
 import sys
 
 import pytest
 from conftest import clean_env, run
+from test_bake import SUPPORTED_COMBINATIONS, combination_id
 
 
-@pytest.mark.parametrize("answers", [{}, {"use_tensorboard": False}], ids=["defaults", "no-tensorboard"])
+@pytest.mark.parametrize("answers", SUPPORTED_COMBINATIONS, ids=combination_id)
 def test_baked_project_tests_pass(cookies, answers):
     result = cookies.bake(extra_context=answers)
     assert result.exception is None, result.exception

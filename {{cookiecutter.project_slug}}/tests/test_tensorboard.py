@@ -1,23 +1,34 @@
-"""TensorBoard events, read back with TensorBoard's own reader and checked against history.csv."""
+"""TensorBoard events of every routine, read back with TensorBoard's own reader and checked against history.csv."""
+
+import importlib
 
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from config.config import GlobalConfig
-from training import pytorch_training
+from train import ROUTINES
 
 
-def test_events_match_history(tiny_config: dict, global_config: GlobalConfig) -> None:
+@pytest.mark.parametrize("routine", ROUTINES)
+def test_events_match_history_with_the_same_tags_in_every_routine(
+    routine: str, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     tiny_config["TENSORBOARD"] = True
-    result = pytorch_training.train(tiny_config, global_config)
+    result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     history = pd.read_csv(result.run_dir / "history.csv")
     tags = events.Tags()
-    assert {"loss/train", "loss/val", "metrics/val_dice", "metrics/val_iou", "lr", "loss/train_step"} <= set(
-        tags["scalars"]
-    )
+    # Exactly these tags, whatever the routine: runs of different routines overlay in one TensorBoard.
+    assert set(tags["scalars"]) == {
+        "loss/train",
+        "loss/val",
+        "metrics/val_dice",
+        "metrics/val_iou",
+        "lr",
+        "loss/train_step",
+    }
     for tag, column in (
         ("loss/train", "train_loss"),
         ("loss/val", "val_loss"),
@@ -29,7 +40,7 @@ def test_events_match_history(tiny_config: dict, global_config: GlobalConfig) ->
         assert [s.value for s in scalars] == pytest.approx(history[column].tolist(), rel=1e-6)
     steps = events.Scalars("loss/train_step")
     assert len(steps) == 2 * 4  # 2 epochs of 32 training samples in batches of 8
-    assert {"inputs", "predictions"} <= set(tags["images"])
+    assert set(tags["images"]) == {"inputs", "predictions"}
     inputs = events.Images("inputs")[0]
     assert inputs.height == 32 and inputs.width == 8 * 2 * 32  # the first batch of 8, each input | mask
     image = events.Images("predictions")[-1]

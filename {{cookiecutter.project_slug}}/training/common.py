@@ -138,7 +138,7 @@ def _one_cycle(value: Any) -> str | None:
         return f"expected {{'max_lr': float, 'pct_start': float}}, got {value!r}"
     if not isinstance(value["max_lr"], (int, float)) or value["max_lr"] <= 0:
         return f"max_lr must be a number > 0, got {value['max_lr']!r}"
-    if not 0 < value.get("pct_start", 0.25) < 1:
+    if not 0 < value.get("pct_start", 0.3) < 1:
         return f"pct_start must be between 0 and 1, got {value['pct_start']!r}"
     return None
 
@@ -199,7 +199,7 @@ SCHEMA: dict[str, Key] = {
     ),
     "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER", _kwargs, {}),
     "ONE_CYCLE": Key(
-        "{'max_lr': float, 'pct_start': 0.25} trains with the one-cycle policy (fastai's fit_one_cycle, torch's "
+        "{'max_lr': float, 'pct_start': 0.3} trains with the one-cycle policy (fastai's fit_one_cycle, torch's "
         "OneCycleLR stepped every batch) instead of SCHEDULER; None disables it",
         _optional(_one_cycle),
         None,
@@ -267,10 +267,11 @@ def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None
                 continue
             resolved[key] = _copy(spec.default)
             continue
-        problem = spec.check(config[key])
+        value = _plain(config[key])
+        problem = spec.check(value)
         if problem:
             problems.append(f"{key}: {problem}")
-        resolved[key] = config[key]
+        resolved[key] = value
     if not problems:
         problems += _cross_checks(resolved)
         problems += [f"{key}: {why}" for key, why in (refused or {}).items() if resolved[key] != SCHEMA[key].default]
@@ -279,6 +280,13 @@ def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None
     if resolved["CHECKPOINT_MODE"] is None:
         resolved["CHECKPOINT_MODE"] = "min" if resolved["CHECKPOINT_METRIC"].endswith("loss") else "max"
     return resolved
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars (e.g. an lr read back with pandas) as Python numbers: checkpoints load with weights_only."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
 def _copy(value: Any) -> Any:
@@ -308,6 +316,13 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; keep one")
+    if config["ONE_CYCLE"] is not None and not {"momentum", "betas"} & set(
+        inspect.signature(config["OPTIMIZER"]).parameters
+    ):
+        problems.append(
+            f"ONE_CYCLE cycles the momentum, which {config['OPTIMIZER'].__name__} has not: use an "
+            "optimizer with momentum or betas (SGD, Adam, AdamW...)"
+        )
     allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
     if config["CHECKPOINT_METRIC"] not in allowed:
         problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
@@ -411,7 +426,12 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     The batches of an epoch then do not depend on the epochs before it, so a resumed run sees the same batches as
     an uninterrupted one, and worker processes (seeded from the same generator) draw the same augmentations.
     """
-    loader.generator.manual_seed(seed * 100_003 + epoch)
+    # A new generator rather than a reseeded one: an iterator that a framework keeps from the previous epoch
+    # (Ignite draws once more from it to see it end) then cannot take a draw from this epoch's sequence.
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    loader.generator = generator
+    if isinstance(loader.sampler, torch.utils.data.RandomSampler):
+        loader.sampler.generator = generator
 
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
@@ -711,7 +731,8 @@ class RunRecorder:
             best_epoch=self.best_epoch,
             best={k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
             final={k: v for k, v in final.items() if k.startswith(("val_", "train_"))},
-            error=None if error is None else f"{type(error).__name__}: {error}",
+            # One line, whatever the framework made of the message (fastai adds its own lines around it).
+            error=None if error is None else " ".join(f"{type(error).__name__}: {error}".split()),
         )
         self._write_experiment(status, result)
         if status != "completed":
@@ -878,6 +899,24 @@ class Run:
         """Seed the epoch's batch order and start its clock."""
         set_epoch(self.train_loader, self.config["SEED"], epoch)
         self._epoch_started, self._epoch_lr = time.perf_counter(), current_lr(self.optimizer)
+
+    def set_lr(self, lr: float) -> None:
+        """Train with ``lr`` (LR_FIND's suggestion): the optimizer's lr and the start of an epoch SCHEDULER, or
+        ONE_CYCLE's peak (``max_lr``, which a framework's own one-cycle reads from the parameter groups)."""
+        lr = float(lr)
+        if self.config["ONE_CYCLE"] is not None:
+            self.config = {**self.config, "ONE_CYCLE": {**self.config["ONE_CYCLE"], "max_lr": lr}}
+            for group in self.optimizer.param_groups:
+                group["max_lr"] = lr
+            if self.scheduler is not None:
+                self.scheduler = build_scheduler(self.config, self.optimizer, len(self.train_loader))
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if "initial_lr" in group:  # where an epoch scheduler's schedule starts
+                group["initial_lr"] = lr
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
 
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One optimisation step on one batch; returns its loss (the mean over its samples)."""

@@ -1,0 +1,577 @@
+"""Routine overhead: each training routine's time per step against a bare, hand-written loop.
+
+Bakes the default project (every routine on) into a temporary folder, then, in this one process, trains the same
+model on the same data for the same number of optimizer steps with
+
+- ``bare``: a plain DataLoader over the same train/validation split, the same optimizer, scheduler, loss and
+  gradient clipping, one validation pass an epoch computing the same metrics; no logs, no checkpoints, no checks;
+- each routine of the baked project: ``training.<name>_training.train(config, global_config)``, everything on
+  (preflight checks, history.csv, experiments.csv, curves.png, TensorBoard, checkpoints), logs in a temporary folder.
+
+Runs are interleaved (bare, pytorch, ignite, fastai, bare, ...) for ``--rounds`` rounds after one unmeasured
+warm-up round, and each routine's time is divided by the bare loop's of the same round. Printed per routine, as
+medians over the rounds with the spread (min-max) of the per-round ratios:
+
+- s/step and ratio: wall time of the whole ``train()`` call / optimizer steps, and its ratio to the bare loop;
+- CPU ratio: the same ratio with this process's CPU seconds, which other work on a shared machine inflates far less
+  than wall time (with one torch thread, CPU time is close to what the wall time of a quiet machine would be);
+- 2..N: the epochs' own time without the first epoch (history.csv's ``seconds``: training and validation, from the
+  start of an epoch to the start of its recording), i.e. the steady per-step cost without any fixed cost;
+- s outside epochs: wall seconds per run outside the epochs, and a second table of where they go (preflight checks,
+  curves.png, checkpoints, the rest);
+- val dice: the final validation dice, the same for every variant when they all did the same work.
+
+Also printed: the share of the bare loop's training time spent blocked in ``next(iter(loader))`` with the config's
+DataLoader settings, and each routine module's import time (paid once per process, not counted above).
+
+Usage: ``make bench``, or ``python benchmarks/routine_overhead.py --help`` for the options (rounds, epochs, size...).
+Never imports torchvision or fastai.vision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import importlib
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+ROUTINE_ORDER = ("pytorch", "ignite", "fastai")  # the order of the runs in a round, after the bare loop
+THREADS = 1  # torch threads of every run (--threads)
+
+
+def cpu_model() -> str:
+    """The processor's name where Linux tells it, else what platform knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (default: 5)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default: 3)")
+    parser.add_argument(
+        "--samples", type=int, default=120, help="SyntheticShapes samples, 20%% for validation (default: 120)"
+    )
+    parser.add_argument("--size", type=int, default=64, help="image height and width (default: 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default: 16, the project's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads, the same for every run (default: 1, steady on a shared machine; 0: torch's default)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto ... (default: cpu)")
+    parser.add_argument("--routines", default=",".join(ROUTINE_ORDER), help="routines to time (default: all)")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the unmeasured warm-up round")
+    parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.epochs < 1 or args.samples < 10 or args.size < 8:
+        parser.error("need --rounds >= 1, --epochs >= 1, --samples >= 10, --size >= 8")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The baked project
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def bake(output_dir: Path) -> Path:
+    """The default project with every routine on, baked into ``output_dir``; its root goes first on sys.path."""
+    from cookiecutter.main import cookiecutter
+
+    context = {"routine_pytorch": True, "routine_ignite": True, "routine_fastai": True}
+    # default_config: a user's ~/.cookiecutterrc must not change the project that is measured
+    project = cookiecutter(
+        str(TEMPLATE_DIR), no_input=True, output_dir=str(output_dir), extra_context=context, default_config=True
+    )
+    project = Path(project)
+    sys.path.insert(0, str(project))
+    return project
+
+
+def bench_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The project's TRAIN_CONFIG, scaled by the options; early stopping off so every run takes the same steps."""
+    from config.train_config import TRAIN_CONFIG
+    from training.common import validate_config
+
+    config = copy.deepcopy(TRAIN_CONFIG)
+    config["DATASET_CONFIG"] = {**config["DATASET_CONFIG"], "n_samples": args.samples, "size": args.size}
+    config["DATA_LOADER_CONFIG"] = {**config["DATA_LOADER_CONFIG"], "batch_size": args.batch_size}
+    config["EPOCHS"] = args.epochs
+    if config.get("SCHEDULER_CONFIG", {}).get("T_max") is not None:
+        config["SCHEDULER_CONFIG"] = {**config["SCHEDULER_CONFIG"], "T_max": args.epochs}
+    config["EARLY_STOPPING"] = None
+    config["DEVICE"] = args.device
+    config = validate_config(config)  # every key, defaults filled in: what the routines see, and the bare loop too
+    # The bare loop below does what these settings ask and nothing else; other values would need more code there.
+    assert not config["MIXED_PRECISION"] and config["ONE_CYCLE"] is None and not config["LR_FIND"]
+    return config
+
+
+def load_routines(names: list[str]) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """Import ``training.<name>_training`` for each name: modules, import seconds, and why some were skipped."""
+    import training.common  # noqa: F401  # torch, pandas, matplotlib: shared by all, timed by none
+
+    modules, seconds, skipped = {}, {}, {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            module = importlib.import_module(f"training.{name}_training")
+        except Exception as err:  # a missing or broken routine is reported, not fatal
+            skipped[name] = f"{type(err).__name__}: {err}".splitlines()[0][:160]
+            continue
+        seconds[name] = time.perf_counter() - start
+        modules[name] = module
+    return modules, seconds, skipped
+
+
+# Parts of training/common.py that a run pays outside its epochs, timed by wrapping them (one not found is skipped).
+TIMED_PARTS = {
+    "preflight checks": ("preflight_checks",),
+    "curves.png": ("plot_history",),
+    "checkpoints": ("RunRecorder", "save"),
+}
+SPENT: dict[str, float] = {}  # label -> seconds in the current run
+EPOCH_CPU: list[float] = []  # CPU seconds of each epoch of the current run, over the span of history.csv's seconds
+_EPOCH_MARK = [0.0]
+
+
+def time_parts() -> list[str]:
+    """Wrap TIMED_PARTS in training.common with timers that add to SPENT; returns the labels found."""
+    import training.common as common
+
+    found = []
+    for label, path in TIMED_PARTS.items():
+        owner: Any = common
+        for attribute in path[:-1]:
+            owner = getattr(owner, attribute, None)
+        function = getattr(owner, path[-1], None)
+        if function is None:
+            continue
+
+        def timed(*args: Any, _function: Any = function, _label: str = label, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _function(*args, **kwargs)
+            finally:
+                SPENT[_label] = SPENT.get(_label, 0.0) + time.perf_counter() - start
+
+        setattr(owner, path[-1], timed)
+        found.append(label)
+
+    # Each epoch's CPU seconds: from the end of Run.begin_epoch to the start of Run.end_epoch, as history's seconds.
+    begin_epoch, end_epoch = common.Run.begin_epoch, common.Run.end_epoch
+
+    def begin_epoch_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = begin_epoch(self, *args, **kwargs)
+        _EPOCH_MARK[0] = time.process_time()
+        return result
+
+    def end_epoch_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        EPOCH_CPU.append(time.process_time() - _EPOCH_MARK[0])
+        return end_epoch(self, *args, **kwargs)
+
+    common.Run.begin_epoch, common.Run.end_epoch = begin_epoch_timed, end_epoch_timed
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One measured run
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measure:
+    """One run: wall seconds, optimizer steps, per-epoch seconds, data wait (bare only) and the final val dice."""
+
+    wall: float
+    cpu: float  # CPU seconds of this process over the same span: what contention on a shared machine cannot inflate
+    steps: int
+    epoch_seconds: list[float]
+    epoch_cpu: list[float]
+    val_dice: float
+    data_wait: float = math.nan
+    train_seconds: float = math.nan
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def per_step(self) -> float:
+        return self.wall / self.steps
+
+    @property
+    def cpu_per_step(self) -> float:
+        return self.cpu / self.steps
+
+    @property
+    def steady_per_step(self) -> float:
+        """Seconds per step of epochs 2..N (NaN with one epoch)."""
+        return self._after_first(self.epoch_seconds)
+
+    @property
+    def steady_cpu_per_step(self) -> float:
+        """CPU seconds per step of epochs 2..N (NaN with one epoch)."""
+        return self._after_first(self.epoch_cpu)
+
+    def _after_first(self, per_epoch: list[float]) -> float:
+        if len(per_epoch) < 2:
+            return math.nan
+        return sum(per_epoch[1:]) / (self.steps * (len(per_epoch) - 1) / len(per_epoch))
+
+    @property
+    def outside_epochs(self) -> float:
+        return self.wall - sum(self.epoch_seconds)
+
+
+def bare_loop(config: dict[str, Any]) -> Measure:
+    """The same training, written the shortest way: no records, no checks, no checkpoints."""
+    import torch
+    from config.device import get_device
+    from torch.utils.data import DataLoader
+    from training.common import build_datasets  # the same split and augmentation
+    from utils.torchutils import set_seed
+
+    start, cpu_start = time.perf_counter(), time.process_time()
+    set_seed(config["SEED"])
+    device = get_device(config["DEVICE"])
+    train_set, val_set = build_datasets(config)
+    loader_kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
+    order = torch.Generator()
+    train_loader = DataLoader(train_set, shuffle=True, generator=order, **loader_kwargs)
+    val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
+    model = config["MODEL"](**config["MODEL_CONFIG"]).to(device)
+    optimizer = config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
+    scheduler = None
+    if config["SCHEDULER"] is not None:
+        scheduler = config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
+    loss_fn = config["LOSS"]() if isinstance(config["LOSS"], type) else config["LOSS"]
+    metrics = config["METRICS"]
+
+    steps, data_wait, train_seconds, epoch_seconds, epoch_cpu, val = 0, 0.0, 0.0, [], [], {}
+    for epoch in range(1, config["EPOCHS"] + 1):
+        epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
+        order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (common.set_epoch)
+        model.train()
+        batches = iter(train_loader)
+        while True:
+            fetch_start = time.perf_counter()
+            try:
+                images, masks = next(batches)
+            except StopIteration:
+                break
+            data_wait += time.perf_counter() - fetch_start
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            loss = loss_fn(model(images), masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config["GRAD_CLIP"]:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config["GRAD_CLIP"])
+            optimizer.step()
+            loss.item()  # what any loop does to show or average its loss (and a sync point on a GPU)
+            steps += 1
+        train_seconds += time.perf_counter() - epoch_start
+        model.eval()
+        totals, count = dict.fromkeys(["loss", *metrics], 0.0), 0
+        with torch.no_grad():
+            for images, masks in val_loader:
+                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+                logits = model(images)
+                totals["loss"] += loss_fn(logits, masks).item() * len(images)
+                for name, metric in metrics.items():
+                    totals[name] += metric(logits, masks).item() * len(images)
+                count += len(images)
+        val = {name: value / count for name, value in totals.items()}
+        if scheduler is not None:
+            scheduler.step()
+        epoch_seconds.append(time.perf_counter() - epoch_start)
+        epoch_cpu.append(time.process_time() - epoch_cpu_start)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return Measure(wall, cpu, steps, epoch_seconds, epoch_cpu, val.get("dice", math.nan), data_wait, train_seconds)
+
+
+def routine_run(module: Any, config: dict[str, Any], run_dir: Path, steps_per_epoch: int) -> Measure:
+    """One ``train()`` of a routine, its logs and weights under ``run_dir``; steps counted from history.csv."""
+    import pandas as pd
+    from config.config import GlobalConfig
+
+    global_config = GlobalConfig(
+        ROOT_PATH=run_dir, DATA_DIR=run_dir / "data", LOG_DIR=run_dir / "logs", WEIGHT_DIR=run_dir / "weights"
+    )
+    config = copy.deepcopy(config)
+    SPENT.clear()
+    EPOCH_CPU.clear()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = module.train(config, global_config)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    spent, epoch_cpu = dict(SPENT), list(EPOCH_CPU)
+    if result.status != "completed":
+        raise RuntimeError(f"run {result.run_name} {result.status}: {result.error}")
+    history = pd.read_csv(result.run_dir / "history.csv")
+    if len(history) != config["EPOCHS"]:
+        raise RuntimeError(f"run {result.run_name} trained {len(history)} epochs, not {config['EPOCHS']}")
+    steps = len(history) * steps_per_epoch
+    return Measure(
+        wall, cpu, steps, history["seconds"].tolist(), epoch_cpu, float(history["val_dice"].iloc[-1]), extra=spent
+    )
+
+
+@contextlib.contextmanager
+def quiet() -> Any:
+    """Progress bars and prints go nowhere, as in a log file (every routine then writes one line an epoch at most)."""
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield sink
+
+
+def measure(name: str, modules: dict[str, Any], config: dict[str, Any], run_dir: Path, steps_per_epoch: int) -> Measure:
+    import torch
+
+    torch.set_num_threads(THREADS)  # again, in case a framework changed it
+    gc.collect()
+    with quiet():
+        if name == "bare":
+            return bare_loop(config)
+        return routine_run(modules[name], config, run_dir, steps_per_epoch)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def _spread(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+
+
+def _num(value: float, digits: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def report(names: list[str], runs: dict[str, list[Measure]]) -> list[dict[str, Any]]:
+    """One row per variant: medians over rounds; ratios and differences to the bare run of the same round."""
+    bare = runs["bare"]
+    rows = []
+    for name in names:
+        mine = runs[name]
+        ratios = [m.per_step / b.per_step for m, b in zip(mine, bare, strict=True)]
+        extra_ms = [1000 * (m.per_step - b.per_step) for m, b in zip(mine, bare, strict=True)]
+        steady = [m.steady_per_step / b.steady_per_step for m, b in zip(mine, bare, strict=True)]
+        steady_cpu = [m.steady_cpu_per_step / b.steady_cpu_per_step for m, b in zip(mine, bare, strict=True)]
+        cpu = [m.cpu_per_step / b.cpu_per_step for m, b in zip(mine, bare, strict=True)]
+        rows.append(
+            {
+                "routine": name,
+                "s_per_step": _median([m.per_step for m in mine]),
+                "ratio": _median(ratios),
+                "spread": _spread(ratios),
+                "extra_ms_per_step": _median(extra_ms),
+                "cpu_ratio": _median(cpu),
+                "cpu_spread": _spread(cpu),
+                "steady_s_per_step": _median([m.steady_per_step for m in mine]),
+                "steady_ratio": _median(steady),
+                "steady_spread": _spread(steady),
+                "steady_cpu_ratio": _median(steady_cpu),
+                "steady_cpu_spread": _spread(steady_cpu),
+                "outside_epochs_s": _median([m.outside_epochs for m in mine]),
+                "val_dice": _median([m.val_dice for m in mine]),
+            }
+        )
+    return rows
+
+
+COLUMNS = (  # (header, key, digits): the table is Markdown, ready for docs/routines.md
+    ("routine", "routine", None),
+    ("s/step", "s_per_step", 4),
+    ("ratio", "ratio", 2),
+    ("spread", "spread", None),
+    ("CPU ratio", "cpu_ratio", 2),
+    ("CPU spread", "cpu_spread", None),
+    ("s/step, epochs 2..N", "steady_s_per_step", 4),
+    ("ratio 2..N", "steady_ratio", 2),
+    ("CPU ratio 2..N", "steady_cpu_ratio", 2),
+    ("CPU spread 2..N", "steady_cpu_spread", None),
+    ("s outside epochs", "outside_epochs_s", 2),
+    ("val dice", "val_dice", 3),
+)
+
+
+def print_markdown(lines: list[list[str]]) -> None:
+    """A Markdown table, header first; the first column left-aligned, the others (numbers) right-aligned."""
+    widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
+    rule = ["-" * widths[0], *("-" * (width - 1) + ":" for width in widths[1:])]
+    for index, line in enumerate([lines[0], rule, *lines[1:]]):
+        cells = zip(line, widths, strict=True)
+        padded = [
+            cell.ljust(w) if column == 0 or index < 2 else cell.rjust(w) for column, (cell, w) in enumerate(cells)
+        ]
+        print("| " + " | ".join(padded) + " |")
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    lines = [[header for header, _, _ in COLUMNS]]
+    for row in rows:
+        lines.append([row[key] if digits is None else _num(row[key], digits) for _, key, digits in COLUMNS])
+    print_markdown(lines)
+
+
+def print_parts(names: list[str], runs: dict[str, list[Measure]], parts: list[str]) -> None:
+    """Where a routine's seconds outside its epochs go (medians over rounds)."""
+    lines = [["routine", "s outside epochs", *parts, "the rest (build, records, finish)"]]
+    for name in names:
+        mine = runs[name]
+        rest = [m.outside_epochs - sum(m.extra.get(part, 0.0) for part in parts) for m in mine]
+        values = [_median([m.extra.get(part, 0.0) for m in mine]) for part in parts]
+        outside = _median([m.outside_epochs for m in mine])
+        lines.append([name, *(_num(value, 2) for value in [outside, *values, _median(rest)])])
+    print_markdown(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    global THREADS  # the one setting every run shares
+    args = parse_args(argv)
+    clock = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="routine_overhead_") as tmp:
+        tmp_dir = Path(tmp)
+        with quiet():
+            bake(tmp_dir / "bake")
+        import torch
+
+        THREADS = args.threads or torch.get_num_threads()
+        torch.set_num_threads(THREADS)
+        wanted = [name.strip() for name in args.routines.split(",") if name.strip()]
+        modules, import_seconds, skipped = load_routines(wanted)
+        parts = time_parts()
+        names = [name for name in wanted if name in modules]
+        config = bench_config(args)
+
+        # The number of steps an epoch takes, from the same split and loader settings as every run.
+        from torch.utils.data import DataLoader
+        from training.common import build_datasets
+
+        train_set, val_set = build_datasets(config)
+        steps_per_epoch = len(DataLoader(train_set, **config["DATA_LOADER_CONFIG"]))
+        model = config["MODEL"](**config["MODEL_CONFIG"])
+        shape = ", ".join(f"{k}={v}" for k, v in config["MODEL_CONFIG"].items() if k in ("bulk_ch", "n_recursions"))
+        loader = config["DATA_LOADER_CONFIG"]
+        print(f"routine overhead, {datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}")
+        print(
+            f"  python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores, "
+            f"torch threads {THREADS} (the same for every run), device {args.device}"
+        )
+        print(
+            f"  {config['MODEL'].__name__}({shape}; {sum(p.numel() for p in model.parameters()):,} parameters) "
+            f"on {config['DATASET'].__name__} {args.size}x{args.size}, {len(train_set)} train / {len(val_set)} val "
+            f"samples, batch {loader['batch_size']}, num_workers {loader.get('num_workers', 0)}"
+        )
+        print(
+            f"  {config['OPTIMIZER'].__name__}, {getattr(config['LOSS'], '__name__', config['LOSS'])}, "
+            f"{args.epochs} epoch(s) x {steps_per_epoch} steps = {args.epochs * steps_per_epoch} steps a run, "
+            f"{args.rounds} round(s) (+ {'no' if args.no_warmup else 'one'} warm-up)"
+        )
+        for name, why in skipped.items():
+            print(f"  {name}: skipped ({why})")
+        sys.stdout.flush()
+
+        variants = ["bare", *names]
+        counter = 0
+
+        def one(name: str, cfg: dict[str, Any]) -> Measure:
+            nonlocal counter
+            counter += 1
+            return measure(name, modules, cfg, tmp_dir / "runs" / f"{counter:03d}_{name}", steps_per_epoch)
+
+        def drop(name: str, err: Exception) -> None:  # a routine that fails is reported, the others go on
+            skipped[name] = f"failed: {type(err).__name__}: {err}".splitlines()[0][:200]
+            variants.remove(name)
+            names.remove(name)
+            print(f"  {name}: {skipped[name]}", flush=True)
+
+        if not args.no_warmup:  # first calls pay for lazy imports and kernel set-up: keep them out of the figures
+            warm = copy.deepcopy(config)
+            warm["DATASET_CONFIG"] = {**warm["DATASET_CONFIG"], "n_samples": min(args.samples, 2 * args.batch_size + 8)}
+            warm["EPOCHS"] = 1
+            for name in list(variants):
+                try:
+                    one(name, warm)
+                except Exception as err:
+                    if name == "bare":
+                        raise
+                    drop(name, err)
+        runs: dict[str, list[Measure]] = {name: [] for name in variants}
+        for round_index in range(args.rounds):
+            for name in list(variants):
+                try:
+                    runs[name].append(one(name, config))
+                except Exception as err:
+                    if name == "bare":
+                        raise
+                    drop(name, err)
+            bare = runs["bare"][-1]
+            line = "  ".join(f"{n} {runs[n][-1].per_step / bare.per_step:.2f}" for n in names)
+            print(
+                f"  round {round_index + 1}/{args.rounds}: bare {bare.per_step:.4f} s/step; ratios {line}", flush=True
+            )
+
+    rows = report(variants, runs)
+    print()
+    print_table(rows)
+    print()
+    print_parts(names, runs, parts)
+    bare_runs = runs["bare"]
+    wait_share = _median([m.data_wait / m.train_seconds for m in bare_runs])
+    print()
+    print(
+        f"bare loop: {100 * wait_share:.0f}% of its training time blocked in next(iter(loader)) "
+        f"(DataLoader num_workers={config['DATA_LOADER_CONFIG'].get('num_workers', 0)}, the project's default)"
+    )
+    if import_seconds:
+        print("import, once per process: " + ", ".join(f"{n} {s:.2f} s" for n, s in import_seconds.items()))
+    print(
+        "s/step: wall time of the whole run / optimizer steps (median over rounds); ratio: to the bare loop of the "
+        "same round (median, min-max);\nCPU ratio: the same with this process's CPU seconds, which other work on a "
+        "busy machine inflates less;\n2..N: the epochs' own time (history.csv's seconds) without the first epoch; "
+        "s outside epochs: wall seconds a run spends\noutside its epochs (build, preflight checks, records, plots, "
+        "checkpoints)."
+    )
+    print(f"total {time.perf_counter() - clock:.0f} s")
+    if args.json is not None:
+        payload = {
+            "date": datetime.now().isoformat(timespec="seconds"),
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "threads": THREADS,
+            "steps_per_run": args.epochs * steps_per_epoch,
+            "rows": rows,
+            "data_wait_share": wait_share,
+            "import_seconds": import_seconds,
+            "skipped": skipped,
+            "runs": {n: [m.__dict__ for m in ms] for n, ms in runs.items()},
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""MkDocs hook: fills the routines page from the generated project's code at build time, so it cannot drift.
+
+In a page, ``<!-- routines:side-by-side -->`` becomes a table with one column per routine file
+(``{{cookiecutter.project_slug}}/training/*_training.py``, raw PyTorch first) and one row per part of the file (the
+module head, the helpers, ``train()``); ``<!-- routines:keys -->`` becomes the table of config keys (SCHEMA of
+``training/common.py``) with what each routine refuses (its ``REFUSED`` dict). The files are parsed, never imported.
+"""
+
+import ast
+import html
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent / "{{cookiecutter.project_slug}}"
+TRAINING_DIR = PROJECT_DIR / "training"
+ORDER = ("pytorch", "ignite", "fastai")
+ROWS = ("module: docstring, imports, constants", "helpers", "train()")
+SIDE_BY_SIDE = "<!-- routines:side-by-side -->"
+KEYS = "<!-- routines:keys -->"
+PRE = 'style="font-size: 0.62em; line-height: 1.35; overflow-x: auto; white-space: pre; margin: 0"'
+
+
+def routine_files() -> dict[str, Path]:
+    """Routine name -> file, in the order pytorch, ignite, fastai, then any other."""
+    found = {path.stem.removesuffix("_training"): path for path in TRAINING_DIR.glob("*_training.py")}
+    names = [name for name in ORDER if name in found] + sorted(set(found) - set(ORDER))
+    return {name: found[name] for name in names}
+
+
+def _start(node: ast.stmt, lines: list[str]) -> int:
+    """0-based first line of a top-level definition, with its decorators and the comment lines just above."""
+    start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1
+    while start > 0 and lines[start - 1].lstrip().startswith("#"):
+        start -= 1
+    return start
+
+
+def split(source: str) -> tuple[str, str, str]:
+    """(module head, helper functions and classes, train() to the end) of a routine file."""
+    lines = source.splitlines(keepends=True)
+    defs = [n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)]
+    train = next((n for n in defs if n.name == "train"), None)
+    if not defs or train is None:
+        return source, "", ""
+    first, train_start = _start(defs[0], lines), _start(train, lines)
+    first = min(first, train_start)
+    return "".join(lines[:first]), "".join(lines[first:train_start]), "".join(lines[train_start:])
+
+
+def refused(source: str) -> dict[str, str]:
+    """The module's ``REFUSED = {...}`` literal (empty when there is none)."""
+    for node in ast.parse(source).body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if any(isinstance(t, ast.Name) and t.id == "REFUSED" for t in targets) and node.value is not None:
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def _code(text: str) -> str:
+    if not text.strip():
+        return "<em>(none)</em>"
+    return f'<pre {PRE}><code class="language-python">{html.escape(text.rstrip(), quote=False)}</code></pre>'
+
+
+def side_by_side() -> str:
+    files = routine_files()
+    parts = {name: split(path.read_text(encoding="utf-8")) for name, path in files.items()}
+    width = f"{100 / max(len(files), 1):.2f}%"
+    head = "".join(
+        f'<th style="width: {width}">{name}: <code>training/{path.name}</code> '
+        f"({len(path.read_text(encoding='utf-8').splitlines())} lines)</th>"
+        for name, path in files.items()
+    )
+    body = ""
+    for index, label in enumerate(ROWS):
+        body += f'<tr><th colspan="{len(files)}">{label}</th></tr>'
+        body += "<tr>" + "".join(f'<td style="vertical-align: top">{_code(p[index])}</td>' for p in parts.values())
+        body += "</tr>"
+    table = '<table class="routines-side-by-side" style="table-layout: fixed; width: 100%">'
+    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def schema() -> list[tuple[str, str, str]]:
+    """(key, meaning, default) of every entry of SCHEMA in training/common.py, in its order."""
+    tree = ast.parse((TRAINING_DIR / "common.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) else None)
+        )
+        if isinstance(target, ast.Name) and target.id == "SCHEMA" and isinstance(node.value, ast.Dict):
+            rows = []
+            for key, value in zip(node.value.keys, node.value.values, strict=True):
+                args = value.args if isinstance(value, ast.Call) else []
+                doc = ast.literal_eval(args[0]) if args else ""
+                default = ast.unparse(args[2]) if len(args) > 2 else "required"
+                rows.append((ast.literal_eval(key), doc, default))
+            return rows
+    raise ValueError(f"no SCHEMA dict in {TRAINING_DIR / 'common.py'}")
+
+
+def keys_table() -> str:
+    files = routine_files()
+    refusals = {name: refused(path.read_text(encoding="utf-8")) for name, path in files.items()}
+    head = "<th>key</th><th>meaning</th><th>default</th>" + "".join(f"<th>{name}</th>" for name in files)
+    body = ""
+    for key, doc, default in schema():
+        cells = "".join(
+            f"<td>{'refused: ' + html.escape(refusals[name][key]) if key in refusals[name] else 'yes'}</td>"
+            for name in files
+        )
+        body += f"<tr><td><code>{key}</code></td><td>{html.escape(doc)}</td>"
+        body += f"<td><code>{html.escape(default)}</code></td>{cells}</tr>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def on_page_content(html_text: str, page, config, files):  # MkDocs' hook signature
+    if SIDE_BY_SIDE in html_text:
+        html_text = html_text.replace(SIDE_BY_SIDE, side_by_side())
+    if KEYS in html_text:
+        html_text = html_text.replace(KEYS, keys_table())
+    return html_text
+
+
+def on_serve(server, config, builder):  # `mkdocs serve` rebuilds when a routine changes
+    server.watch(str(TRAINING_DIR))
+    return server

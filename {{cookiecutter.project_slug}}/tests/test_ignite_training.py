@@ -1,0 +1,243 @@
+"""The PyTorch-Ignite routine end to end: the same outputs and numbers as the raw routine, resume, errors, LR_FIND."""
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import predict
+from config.config import GlobalConfig
+from training import ignite_training
+from training.common import LOGGER, ConfigError, Run
+from utils.loss import dice, dice_bce
+
+
+def files_of(result: ignite_training.RunResult) -> set[str]:
+    """The run's files, relative to its log and weight folders (TensorBoard's by folder: their names hold a time)."""
+    files = set()
+    for folder, root in (("logs", result.run_dir), ("weights", result.weight_dir)):
+        for path in root.rglob("*"):
+            if path.is_file():
+                relative = path.relative_to(root)
+                events = path.name.startswith("events.out.tfevents")
+                files.add(f"{folder}/{relative.parent / 'events' if events else relative}")
+    return files
+
+
+def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    raw_training = pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
+    ignite = ignite_training.train(tiny_config, global_config)
+    raw = raw_training.train(tiny_config, global_config)
+    assert ignite.status == raw.status == "completed" and ignite.epochs_completed == 2
+
+    # the same files, columns and checkpoint keys
+    assert files_of(ignite) == files_of(raw)
+    ignite_history = pd.read_csv(ignite.run_dir / "history.csv")
+    raw_history = pd.read_csv(raw.run_dir / "history.csv")
+    assert list(ignite_history.columns) == list(raw_history.columns)
+    assert ignite_history["epoch"].tolist() == [1, 2]
+    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv").set_index("routine")
+    assert experiments.loc["ignite"].dropna().index.tolist() == experiments.loc["pytorch"].dropna().index.tolist()
+    assert experiments.loc["ignite", "run_name"] == ignite.run_name
+    ignite_last = torch.load(ignite.weight_dir / "last.pt", weights_only=True)
+    raw_last = torch.load(raw.weight_dir / "last.pt", weights_only=True)
+    assert set(ignite_last) == set(raw_last) and ignite_last["routine"] == "ignite" and ignite_last["epoch"] == 2
+    model, ch_in = predict.load_model(ignite.weight_dir / "best.pt", torch.device("cpu"))
+    assert model(torch.zeros(1, ch_in, 32, 32)).shape == (1, 1, 32, 32)
+
+    # the same numbers: same batches in the same order, same steps (32 training samples in 4 full batches: the case
+    # where taking epoch 2's batches from epoch 1's iterator would shift the seeded order)
+    np.testing.assert_allclose(ignite_history["train_loss"], raw_history["train_loss"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ignite_history["val_dice"], raw_history["val_dice"], rtol=0, atol=0.03)
+    np.testing.assert_allclose(ignite_history["lr"], raw_history["lr"], rtol=1e-12)
+
+
+def test_trainer_averages_the_epoch_loss_over_samples_with_a_short_last_batch(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    def foreground_share(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return (logits * 0).mean() + masks.mean()  # a loss whose mean over samples is known
+
+    torch.manual_seed(0)
+    images, masks = torch.randn(10, 1, 32, 32), (torch.rand(10, 1, 32, 32) > 0.5).float()
+    run = Run({**tiny_config, "LOSS": foreground_share}, global_config, "ignite")
+    # batches of 4, 4 and 2
+    run.train_loader = DataLoader(TensorDataset(images, masks), batch_size=4, shuffle=True, generator=torch.Generator())
+    state = ignite_training.create_trainer(run).run(run.train_loader)
+    assert state.loss_sum / state.samples == pytest.approx(masks.mean().item(), abs=1e-6)
+    run.finish()
+
+
+def test_evaluator_averages_over_samples_with_a_short_last_batch(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    torch.manual_seed(0)
+    images, masks = torch.randn(10, 1, 32, 32), (torch.rand(10, 1, 32, 32) > 0.5).float()
+    run = Run(tiny_config, global_config, "ignite")
+    loader = DataLoader(TensorDataset(images, masks), batch_size=4)  # batches of 4, 4 and 2
+    val = ignite_training.create_evaluator(run).run(loader).metrics
+    with torch.no_grad():
+        logits = run.model.eval()(images)
+    assert val["val_loss"] == pytest.approx(dice_bce(logits, masks).item(), abs=1e-6)
+    assert val["val_dice"] == pytest.approx(dice(logits, masks).item(), abs=1e-6)
+    run.finish()  # closes the run's log file
+
+
+def test_resume_continues_the_same_run_with_this_routine_only(tiny_config: dict, global_config: GlobalConfig) -> None:
+    straight = ignite_training.train(tiny_config, global_config)
+    first = ignite_training.train({**tiny_config, "EPOCHS": 1}, global_config)
+    resumed = ignite_training.train(tiny_config, global_config, resume=first.run_name)
+    assert resumed.run_name == first.run_name and resumed.status == "completed" and resumed.epochs_completed == 2
+    history = pd.read_csv(resumed.run_dir / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv").set_index("run_name")
+    assert len(experiments) == 2 and experiments.loc[first.run_name, "epochs_completed"] == 2
+    # Epoch 2 saw the batches of an uninterrupted run's epoch 2 and ended with the same weights.
+    straight_history = pd.read_csv(straight.run_dir / "history.csv")
+    np.testing.assert_allclose(history["train_loss"], straight_history["train_loss"], rtol=0, atol=1e-6)
+    a = torch.load(straight.weight_dir / "last.pt", weights_only=True)
+    b = torch.load(resumed.weight_dir / "last.pt", weights_only=True)
+    assert b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=0, atol=1e-6)
+
+    # Nothing is left to train: the trainer must not start again from epoch 1.
+    again = ignite_training.train(tiny_config, global_config, resume=first.run_name)
+    assert again.status == "completed" and again.epochs_completed == 2
+    assert pd.read_csv(resumed.run_dir / "history.csv")["epoch"].tolist() == [1, 2]
+
+    with pytest.raises(ConfigError, match="trained by the 'ignite' routine; resume it with --routine ignite"):
+        Run(tiny_config, global_config, "pytorch", resume=first.run_name)
+
+
+def test_early_stopping_terminates_the_trainer(tiny_config: dict, global_config: GlobalConfig) -> None:
+    # A learning rate of zero never improves on the first epoch: patience 1 stops after epoch 2 of 5.
+    tiny_config.update(
+        EPOCHS=5,
+        EARLY_STOPPING={"patience": 1, "min_delta": 0.0},
+        SCHEDULER=None,
+        SCHEDULER_CONFIG={},
+        OPTIMIZER_CONFIG={"lr": 0.0},
+    )
+    result = ignite_training.train(tiny_config, global_config)
+    assert result.status == "completed" and result.epochs_completed == 2 and result.best_epoch == 1
+
+
+def test_bf16_mixed_precision_on_cpu_trains(tiny_config: dict, global_config: GlobalConfig) -> None:
+    tiny_config.update(EPOCHS=1, MIXED_PRECISION="bf16")
+    result = ignite_training.train(tiny_config, global_config)
+    assert result.status == "completed" and np.isfinite(result.final["train_loss"])
+
+
+class BoomError(Exception):
+    """An error of a type that nothing in the project or in Ignite catches or wraps."""
+
+
+def failing_loss(error: type[BaseException]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """dice_bce for the preflight check and two steps, then a NaN (FloatingPointError) or ``error`` raised."""
+    calls = []
+
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) <= 3:
+            return dice_bce(logits, target)
+        if error is FloatingPointError:
+            return dice_bce(logits, target) * float("nan")  # run.train_step's finite check raises
+        raise error("in the loss")
+
+    return loss
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(FloatingPointError, "failed"), (BoomError, "failed"), (KeyboardInterrupt, "interrupted")],
+    ids=["nan-loss", "exception", "ctrl-c"],
+)
+def test_an_error_in_the_trainer_reaches_the_caller_unchanged_and_marks_the_run(
+    tiny_config: dict, global_config: GlobalConfig, error: type[BaseException], status: str
+) -> None:
+    tiny_config["LOSS"] = failing_loss(error)
+    with pytest.raises(error) as raised:
+        ignite_training.train(tiny_config, global_config)
+    assert raised.type is error  # exactly: not wrapped by Ignite
+    row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
+    assert row["status"] == status and row["error"].startswith(error.__name__)
+    assert (Path(row["run_dir"]) / "config.json").is_file()
+
+
+def test_an_error_in_the_evaluator_marks_the_run_failed(tiny_config: dict, global_config: GlobalConfig) -> None:
+    def broken_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise BoomError("metric")
+
+    tiny_config.update(EPOCHS=1, METRICS={"broken": broken_metric}, CHECKPOINT_METRIC="val_loss")
+    with pytest.raises(BoomError, match="metric"):
+        ignite_training.train(tiny_config, global_config)
+    row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
+    assert row["status"] == "failed" and row["error"] == "BoomError: metric"
+
+
+@pytest.fixture(name="suggested_lrs")
+def fixture_suggested_lrs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Callable[[], list]:
+    """A short range test (100 steps in a real run); returns a function that lists the lrs suggested so far."""
+    monkeypatch.setattr(ignite_training, "LR_FIND_STEPS", 16)
+    monkeypatch.setattr(ignite_training, "LR_FIND_RANGE", (1e-5, 0.1))
+    caplog.set_level("INFO", logger=LOGGER.name)
+    return lambda: [record.args[0] for record in caplog.records if record.getMessage().startswith("LR_FIND: the range")]
+
+
+def test_lr_find_trains_with_the_suggested_lr(
+    tiny_config: dict, global_config: GlobalConfig, suggested_lrs: Callable[[], list]
+) -> None:
+    tiny_config["EPOCHS"] = 1
+    found = ignite_training.train({**tiny_config, "LR_FIND": True}, global_config)
+    (suggestion,) = suggested_lrs()
+    assert found.status == "completed" and 1e-5 < suggestion < 0.1 and suggestion != pytest.approx(3e-3)
+    history = pd.read_csv(found.run_dir / "history.csv")
+    assert history["lr"].tolist() == [pytest.approx(suggestion, rel=1e-12)]
+
+    # The range test leaves no trace: the run is the one that OPTIMIZER_CONFIG's lr set to the suggestion gives.
+    configured = ignite_training.train(
+        {**tiny_config, "OPTIMIZER_CONFIG": {**tiny_config["OPTIMIZER_CONFIG"], "lr": suggestion}}, global_config
+    )
+    pd.testing.assert_frame_equal(
+        history.drop(columns="seconds"), pd.read_csv(configured.run_dir / "history.csv").drop(columns="seconds")
+    )
+
+    # Resumed, the run keeps its lr (no second range test), and the cosine schedule goes on from the suggestion.
+    resumed = ignite_training.train({**tiny_config, "EPOCHS": 2, "LR_FIND": True}, global_config, found.run_name)
+    assert suggested_lrs() == [suggestion]
+    lrs = pd.read_csv(resumed.run_dir / "history.csv")["lr"].tolist()
+    assert lrs == [pytest.approx(suggestion, rel=1e-12), pytest.approx(suggestion / 2, rel=1e-9)]
+
+
+def test_lr_find_with_one_cycle_makes_the_suggestion_its_max_lr(
+    tiny_config: dict, global_config: GlobalConfig, suggested_lrs: Callable[[], list]
+) -> None:
+    tiny_config.update(EPOCHS=1, LR_FIND=True, SCHEDULER=None, SCHEDULER_CONFIG={}, ONE_CYCLE={"max_lr": 0.01})
+    result = ignite_training.train(tiny_config, global_config)
+    (suggestion,) = suggested_lrs()
+    # OneCycleLR starts at max_lr / 25
+    assert pd.read_csv(result.run_dir / "history.csv")["lr"].tolist() == [pytest.approx(suggestion / 25)]
+    last = torch.load(result.weight_dir / "last.pt", weights_only=True)
+    assert last["optimizer"]["param_groups"][0]["max_lr"] == pytest.approx(suggestion)
+    assert last["scheduler"]["_step_count"] == 4 + 1  # stepped every batch
+
+
+def test_progress_bar_only_on_a_terminal(
+    tiny_config: dict, global_config: GlobalConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    run = Run(tiny_config, global_config, "ignite")
+    ignite_training.create_trainer(run).run(run.train_loader)
+    assert "Iteration" not in capsys.readouterr().err
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    ignite_training.create_trainer(run).run(run.train_loader)
+    err = capsys.readouterr().err
+    assert "Iteration: [1/4]" in err and "loss=" in err
+    run.finish()

@@ -1,0 +1,256 @@
+"""fastai routine: a Learner over the run's own model, optimizer and DataLoaders; behaviour added by callbacks.
+
+Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
+Building, resuming, checkpoints and records are shared (training/common.py). fastai runs the loop (``fit``, or
+``fit_one_cycle`` for ONE_CYCLE); the callbacks below hook the config's behaviour and the Run into its events:
+RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run, AutocastCallback does
+MIXED_PRECISION, and fastai's own GradientClip does GRAD_CLIP.
+"""
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# fastai creates its Cancel* exceptions at import time, where pylint cannot see them
+from fastai.callback.core import Callback, CancelFitException, CancelStepException  # pylint: disable=no-name-in-module
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import ParamScheduler  # importing it adds fit_one_cycle and lr_find to Learner
+from fastai.callback.training import GradientClip
+from fastai.data.core import DataLoaders
+from fastai.learner import AvgLoss, AvgMetric, Learner, SkipToEpoch
+from fastai.optimizer import OptimWrapper
+
+from config.config import GLOBAL_CONFIG, GlobalConfig
+from training.common import LOGGER, Run, RunResult, autocast, current_lr
+from utils.torchutils import check_finite
+
+ROUTINE = "fastai"
+# Keys this routine cannot honour, with what to do instead: none.
+REFUSED: dict[str, str] = {}
+# ONE_CYCLE as torch's OneCycleLR runs it in the raw routine: from max_lr / 25 up to max_lr, then down to
+# max_lr / 25 / 1e4 (fastai's own ends at max_lr / 1e5); pct_start 0.3 (torch's) unless the config says otherwise.
+ONE_CYCLE_DIV, ONE_CYCLE_DIV_FINAL, ONE_CYCLE_PCT_START = 25.0, 25.0 * 1e4, 0.3
+
+
+class RunDataLoaders(DataLoaders):
+    """fastai's DataLoaders over the run's plain torch DataLoaders, on the run's device.
+
+    fastai puts the model and every batch on ``dls.device`` (else on the first GPU it finds, whatever DEVICE says);
+    its setter calls ``.to()`` on each loader, which a torch DataLoader lacks, so the device is set here.
+    """
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.train_loader, run.val_loader)
+        self._device = run.device
+
+
+class NamedMetric(AvgMetric):
+    """fastai's AvgMetric (batch values weighted by batch size: the mean over samples) named after its METRICS key."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        super().__init__(function)
+        self.metric_name = name
+
+    @property
+    def name(self) -> str:
+        return self.metric_name
+
+
+class AutocastCallback(Callback):
+    """MIXED_PRECISION: the forward pass under autocast in the run's dtype (bf16 on CPU), fp16 loss scaling with the
+    run's GradScaler (so that checkpoints hold its state).
+
+    fastai's MixedPrecision autocasts on CUDA only and keeps a GradScaler of its own, hence this small version of it.
+    It borrows MixedPrecision's trick: the callback poses as the optimizer for ``scaler.step``, which unscales the
+    gradients (for GradientClip, next in order) and calls :meth:`step` only if they are finite.
+    """
+
+    order = GradientClip.order - 1
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.device, self.dtype, self.scaler = run.device, run.dtype, run.scaler
+        self.context: torch.autocast | None = None
+        self.skipped = False
+
+    def before_batch(self) -> None:
+        """Enter autocast for the forward pass."""
+        self.context = autocast(self.device, self.dtype)
+        self.context.__enter__()  # pylint: disable=unnecessary-dunder-call  # left in after_pred
+
+    def after_pred(self) -> None:
+        """Leave autocast: the loss and the metrics in full precision, as the raw routine evaluates them."""
+        self.close()
+        self.learn.pred = self.pred.float()
+
+    def before_backward(self) -> None:
+        """Scale the loss (fp16; the identity for bf16)."""
+        self.learn.loss_grad = self.scaler.scale(self.loss_grad)
+
+    def before_step(self) -> None:
+        """Unscale the gradients; skip the step if they overflowed (the scaler then lowers its scale)."""
+        self.skipped = True
+        self.scaler.step(self)
+        if self.skipped:
+            raise CancelStepException
+
+    def after_step(self) -> None:
+        """Update the scale, also after a skipped step."""
+        self.scaler.update()
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups, for ``scaler.step(self)``."""
+        return self.opt.param_groups
+
+    def step(self) -> None:
+        """Called by ``scaler.step(self)`` when the gradients are finite; fastai then steps the optimizer."""
+        self.skipped = False
+
+    def close(self) -> None:
+        """Leave the autocast context (idempotent: also called when an error interrupts a forward pass)."""
+        if self.context is not None:
+            self.context.__exit__(None, None, None)
+            self.context = None
+
+
+@contextmanager
+def closing_autocast(learn: Learner) -> Iterator[None]:
+    """Leave AutocastCallback's context when an error interrupts a forward pass. fastai has no event for errors, and
+    an autocast left on would change what every later computation in the process does (a hyperparameter search).
+    """
+    try:
+        yield
+    finally:
+        for callback in learn.cbs:
+            if isinstance(callback, AutocastCallback):
+                callback.close()
+
+
+class RunEventsCallback(Callback):
+    """Hooks the Run into fastai's events: each epoch seeded and clocked, each step counted and logged, each
+    epoch's train loss and validation averages recorded and checkpointed by ``run.end_epoch``, which may stop
+    the fit early.
+    """
+
+    order = SkipToEpoch.order + 1  # after fastai has skipped the epochs that a resumed run has done
+    run_valid = False  # the batch events below are for training batches only
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.training_run, self.first_epoch, self.train_loss = run, run.start_epoch, AvgLoss()
+
+    def before_epoch(self) -> None:
+        """Seed the epoch's batch order and start its clock (fastai counts epochs from 0, the Run from 1)."""
+        for callback in self.learn.cbs:
+            if isinstance(callback, ParamScheduler):  # fit_one_cycle: the epoch's first lr now, to be recorded
+                for name, schedule in callback.scheds.items():
+                    self.opt.set_hyper(name, schedule(self.epoch / self.n_epoch))
+        self.training_run.begin_epoch(self.epoch + 1)
+
+    def before_train(self) -> None:
+        """Start the epoch's train loss."""
+        self.train_loss.reset()
+
+    def after_loss(self) -> None:
+        """Stop on a NaN or infinite loss before it reaches the weights, as the raw routine does."""
+        check_finite(self.learn.loss, "training loss")
+
+    def after_batch(self) -> None:
+        """Add the batch to the train loss (the mean over samples, like fastai's valid_loss); count the step."""
+        self.train_loss.accumulate(self.learn)
+        self.training_run.after_step(self.learn.loss.item())
+
+    def after_epoch(self) -> None:
+        """Record the epoch and write its checkpoints; stop the fit when early stopping says so."""
+        epoch = self.epoch + 1
+        if epoch < self.first_epoch:  # skipped by SkipToEpoch, which raises in before_epoch
+            return
+        # evaluate: fastai has validated; AvgLoss and AvgMetric averaged the loss and METRICS over samples
+        val = {"val_loss": float(self.recorder.loss.value)}
+        val.update({f"val_{metric.name}": float(metric.value) for metric in self.learn.metrics})
+        # checkpoint and record
+        for group in self.training_run.optimizer.param_groups:  # fastai's schedules write numpy floats, which
+            group["lr"] = float(group["lr"])  # torch.load(weights_only=True) refuses: checkpoint plain ones
+        if self.training_run.end_epoch(epoch, float(self.train_loss.value), val):
+            raise CancelFitException
+
+
+def build_learner(run: Run) -> Learner:
+    """A Learner over the run's model, loss, metrics, optimizer and loaders, with the callbacks the config asks for."""
+    callbacks: list[Callback] = []
+    if run.dtype is not None:
+        callbacks.append(AutocastCallback(run))
+    if run.config["GRAD_CLIP"]:
+        callbacks.append(GradientClip(max_norm=run.config["GRAD_CLIP"]))  # clip_grad_norm_, as in the raw routine
+    learn = Learner(
+        RunDataLoaders(run),
+        run.model,
+        loss_func=run.loss_fn,
+        lr=current_lr(run.optimizer),
+        cbs=callbacks,
+        metrics=[NamedMetric(name, function) for name, function in run.metrics.items()],
+    )
+    # fastai steps the run's own optimizer, so its state is the one that checkpoints save and a resume restores.
+    # (Given as opt_func instead, fastai would clear that state when it first fits.)
+    learn.opt = OptimWrapper(opt=run.optimizer)
+    if not sys.stdout.isatty():  # fastprogress draws its bars on stdout even when it is a file
+        learn.remove_cb(ProgressCallback)
+    return learn
+
+
+def find_lr(learn: Learner, run: Run) -> None:
+    """LR_FIND: fastai's learning-rate range test, then train with its suggestion (the "valley").
+
+    The suggestion replaces the optimizer's lr, the base of an epoch SCHEDULER, or ONE_CYCLE's max_lr. lr_find
+    restores the model and the optimizer; the RNG is restored too, so training then draws what it would have.
+    """
+    cuda = [run.device] if run.device.type == "cuda" else []
+    with tempfile.TemporaryDirectory() as scratch, torch.random.fork_rng(devices=cuda):
+        learn.path = Path(scratch)  # lr_find saves the model there (by default in ./models: a package here)
+        lr = float(learn.lr_find(show_plot=False).valley)
+    run.set_lr(lr)
+    LOGGER.info("lr_find: training with lr %.3g (fastai's valley suggestion)", lr)
+
+
+def fit(learn: Learner, run: Run) -> None:
+    """fastai's fit, or fit_one_cycle for ONE_CYCLE, from the first epoch still to train."""
+    config, callbacks = run.config, [RunEventsCallback(run)]
+    start = run.start_epoch - 1  # fastai counts epochs from 0
+    if config["ONE_CYCLE"] is None:
+        # The optimizer's own lr: an epoch SCHEDULER (stepped by run.end_epoch) and a resumed run keep theirs.
+        learn.fit(config["EPOCHS"], lr=current_lr(run.optimizer), cbs=callbacks, start_epoch=start)
+        return
+    # The peak is kept in the param groups (as torch's OneCycleLR does), so that a resumed run goes on with it.
+    max_lr = [group.setdefault("max_lr", config["ONE_CYCLE"]["max_lr"]) for group in run.optimizer.param_groups]
+    learn.fit_one_cycle(
+        config["EPOCHS"],
+        lr_max=max_lr,  # one per param group
+        div=ONE_CYCLE_DIV,
+        div_final=ONE_CYCLE_DIV_FINAL,
+        pct_start=config["ONE_CYCLE"].get("pct_start", ONE_CYCLE_PCT_START),
+        cbs=callbacks,
+        start_epoch=start,
+    )
+
+
+def train(
+    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+) -> RunResult:
+    """Train ``config`` with a fastai Learner; ``resume`` is ``latest``, a run name or a checkpoint path."""
+    # build and resume
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, framework_schedule=True)
+    with run.guard():
+        learn = build_learner(run)
+        # loop (evaluate, checkpoint and record: RunEventsCallback.after_epoch)
+        with learn.no_logging(), closing_autocast(learn):  # no fastai table: run.end_epoch logs each epoch
+            if run.start_epoch <= run.config["EPOCHS"]:
+                if run.config["LR_FIND"] and run.start_epoch == 1:
+                    find_lr(learn, run)
+                fit(learn, run)
+    return run.finish()

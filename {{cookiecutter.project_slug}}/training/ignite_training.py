@@ -1,0 +1,157 @@
+"""PyTorch-Ignite routine: a trainer Engine runs the loop, handlers on its events do the rest.
+
+Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
+Building, resuming, checkpoints and records are shared (training/common.py); this file wires them to Ignite's
+trainer and evaluator engines, as Ignite's own examples/cifar10/main.py does.
+"""
+
+import logging
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events, create_supervised_evaluator
+from ignite.handlers import FastaiLRFinder, ProgressBar
+from ignite.metrics import Loss
+
+from config.config import GLOBAL_CONFIG, GlobalConfig
+from training.common import LOGGER, Run, RunResult, autocast
+from utils.torchutils import backprop
+
+ROUTINE = "ignite"
+# Keys this routine cannot honour, with what to do instead.
+REFUSED: dict[str, str] = {}
+# LR_FIND's range test: its steps and the learning rates it sweeps (fastai's lr_find defaults).
+LR_FIND_STEPS = 100
+LR_FIND_RANGE = (1e-7, 10.0)
+
+# Ignite's engines log their start, their end and any exception. The recorder already logs each epoch, and
+# run.guard() records the exception that the CLI then prints on one line, so the engines log to a silent logger.
+ENGINE_LOGGER = logging.getLogger(f"{__name__}.engine")
+ENGINE_LOGGER.addHandler(logging.NullHandler())
+ENGINE_LOGGER.propagate = False
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def create_trainer(run: Run) -> Engine:
+    """The trainer: ``run.train_step`` on every batch; ``state.loss_sum / state.samples`` is the epoch's loss."""
+
+    def train_step(_engine: Engine, batch: Batch) -> float:
+        return run.train_step(*batch)
+
+    trainer = Engine(train_step)  # not DeterministicEngine: run.begin_epoch seeds the batch order itself
+    trainer.logger = ENGINE_LOGGER
+
+    @trainer.on(Events.EPOCH_STARTED)
+    def begin_epoch(engine: Engine) -> None:
+        run.model.train()  # the evaluator leaves the model in eval mode
+        run.begin_epoch(engine.state.epoch)
+        # A new iterator, drawn after the seed. Ignite would otherwise take one more item from the last epoch's
+        # iterator (to see it end), and the sampler draws from the just-seeded generator on that last call.
+        engine.set_data(run.train_loader)
+        engine.state.loss_sum, engine.state.samples = 0.0, 0
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def add_to_epoch_loss(engine: Engine) -> None:
+        # Weighted by batch size, so that a short last batch counts for what it holds (Ignite's RunningAverage
+        # would be a moving average over batches instead).
+        samples = len(engine.state.batch[0])
+        engine.state.loss_sum += engine.state.output * samples
+        engine.state.samples += samples
+
+    # A bar per batch on a terminal; in a log file, the one line per epoch that the recorder writes is enough.
+    if sys.stderr.isatty():
+        ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
+    return trainer
+
+
+def create_evaluator(run: Run) -> Engine:
+    """The evaluator: val_loss and val_<metric>, each averaged over samples by Ignite's Loss metric."""
+    functions = {"val_loss": run.loss_fn, **{f"val_{name}": metric for name, metric in run.metrics.items()}}
+    evaluator = create_supervised_evaluator(
+        run.model,
+        # Loss weights each batch's mean by the batch size: the mean over samples. It sums on the run's device.
+        metrics={name: Loss(function, device=run.device) for name, function in functions.items()},
+        device=run.device,
+        non_blocking=True,
+        model_fn=lambda _model, images: run.predict(images),  # autocast as in training, float32 logits
+    )
+    evaluator.logger = ENGINE_LOGGER
+    return evaluator
+
+
+def find_lr(run: Run) -> None:
+    """LR_FIND: a learning-rate range test with Ignite's FastaiLRFinder, then train with its suggestion.
+
+    The finder restores the model, optimizer and scaler after the test, and the test runs on a forked RNG, so the
+    run then trains exactly as if OPTIMIZER_CONFIG had set the suggested lr (ONE_CYCLE: as its max_lr).
+    """
+    if run.start_epoch > 1:
+        LOGGER.info("LR_FIND: skipped; a resumed run goes on with the lr of its checkpoint")
+        return
+
+    def range_test_step(_engine: Engine, batch: Batch) -> float:
+        images, masks = (tensor.to(run.device, non_blocking=True) for tensor in batch)
+        with autocast(run.device, run.dtype):
+            loss = run.loss_fn(run.model(images), masks)
+        if not torch.isfinite(loss):
+            return math.inf  # diverged: above the finder's threshold, which ends the test
+        backprop(loss, run.model, run.optimizer, run.scaler, run.config["GRAD_CLIP"])
+        return loss.item()
+
+    tester = Engine(range_test_step)
+    tester.logger = ENGINE_LOGGER
+    finder = FastaiLRFinder()
+    to_save = {"model": run.model, "optimizer": run.optimizer, "scaler": run.scaler}
+    start_lr, end_lr = LR_FIND_RANGE
+    LOGGER.info("LR_FIND: range test of %d steps, lr %g to %g", LR_FIND_STEPS, start_lr, end_lr)
+    run.model.train()
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []),
+        finder.attach(tester, to_save, num_iter=LR_FIND_STEPS, start_lr=start_lr, end_lr=end_lr) as testing,
+    ):
+        testing.run(run.train_loader, max_epochs=math.ceil(LR_FIND_STEPS / len(run.train_loader)))
+    for warning in caught:  # e.g. that the loss did not diverge: into the run's log rather than onto stderr
+        LOGGER.warning("LR_FIND: %s", warning.message)
+    try:
+        lr = finder.lr_suggestion()  # a list with several parameter groups
+    except RuntimeError as err:  # no descending part in the loss curve
+        LOGGER.warning("LR_FIND: no suggestion (%s); training with lr %g", err, run.optimizer.param_groups[0]["lr"])
+        return
+    LOGGER.info("LR_FIND: the range test suggests lr %s; training with it", lr)
+    run.set_lr(lr[0] if isinstance(lr, list) else lr)
+
+
+def train(
+    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+) -> RunResult:
+    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path."""
+    # build and resume
+    run = Run(config, global_config, ROUTINE, resume, REFUSED)
+    trainer, evaluator = create_trainer(run), create_evaluator(run)
+    epochs = run.config["EPOCHS"]
+    if run.start_epoch <= epochs:  # Engine.run goes on after the epoch in its state: the last one done, or 0
+        trainer.load_state_dict(
+            {"epoch": run.start_epoch - 1, "max_epochs": epochs, "epoch_length": len(run.train_loader)}
+        )
+
+    # loop: the trainer's events call the handlers
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def end_epoch(engine: Engine) -> None:
+        # evaluate
+        val = dict(evaluator.run(run.val_loader).metrics)  # val_loss, then val_<metric> as attached
+        # checkpoint and record
+        if run.end_epoch(engine.state.epoch, engine.state.loss_sum / engine.state.samples, val):
+            engine.terminate()
+
+    with run.guard():
+        if run.config["LR_FIND"]:
+            find_lr(run)
+        if run.start_epoch <= epochs:  # else the resumed run is complete already
+            trainer.run(run.train_loader)
+    return run.finish()
