@@ -110,7 +110,7 @@ def bake(output_dir: Path) -> Path:
 def bench_config(args: argparse.Namespace) -> dict[str, Any]:
     """The project's TRAIN_CONFIG, scaled by the options; early stopping off so every run takes the same steps."""
     from config.train_config import TRAIN_CONFIG
-    from training.common import validate_config
+    from training.schema import validate_config
 
     config = copy.deepcopy(TRAIN_CONFIG)
     config["DATASET_CONFIG"] = {**config["DATASET_CONFIG"], "n_samples": args.samples, "size": args.size}

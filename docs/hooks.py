@@ -3,7 +3,7 @@
 In a page, ``<!-- routines:side-by-side -->`` becomes a table with one column per routine file
 (``{{cookiecutter.project_slug}}/training/*_training.py``, raw PyTorch first) and one row per part of the file (the
 module head, the helpers, ``train()``); ``<!-- routines:keys -->`` becomes the table of config keys (SCHEMA of
-``training/common.py``) with what each routine refuses (its ``REFUSED`` dict). The files are parsed, never imported.
+``training/schema.py``) with what each routine refuses (its ``REFUSED`` dict). The files are parsed, never imported.
 """
 
 import ast
@@ -82,8 +82,8 @@ def side_by_side() -> str:
 
 
 def schema() -> list[tuple[str, str, str]]:
-    """(key, meaning, default) of every entry of SCHEMA in training/common.py, in its order."""
-    tree = ast.parse((TRAINING_DIR / "common.py").read_text(encoding="utf-8"))
+    """(key, meaning, default) of every entry of SCHEMA in training/schema.py, in its order."""
+    tree = ast.parse((TRAINING_DIR / "schema.py").read_text(encoding="utf-8"))
     for node in tree.body:
         target = (
             node.target
@@ -98,7 +98,7 @@ def schema() -> list[tuple[str, str, str]]:
                 default = ast.unparse(args[2]) if len(args) > 2 else "required"
                 rows.append((ast.literal_eval(key), doc, default))
             return rows
-    raise ValueError(f"no SCHEMA dict in {TRAINING_DIR / 'common.py'}")
+    raise ValueError(f"no SCHEMA dict in {TRAINING_DIR / 'schema.py'}")
 
 
 def keys_table() -> str:

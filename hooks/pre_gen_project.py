@@ -32,7 +32,6 @@ ROUTINES = ("routine_pytorch", "routine_ignite", "routine_fastai")
 # Options that are in cookiecutter.json already but whose files come in a later version of the template.
 # Remove an option from this tuple once its files are in the template.
 NOT_AVAILABLE_YET = (
-    "use_smtp_notifications",
     "use_docker",
     "use_hyperparameter_search",
 )

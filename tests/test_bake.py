@@ -44,6 +44,7 @@ BASE_FILES = {
     "train.py",
     "training/__init__.py",
     "training/common.py",
+    "training/schema.py",
     "utils/__init__.py",
     "utils/data/__init__.py",
     "utils/data/datasets.py",
@@ -51,6 +52,7 @@ BASE_FILES = {
     "utils/logging/__init__.py",
     "utils/logging/csv.py",
     "utils/logging/plot.py",
+    "utils/logging/report.py",
     "utils/loss.py",
     "utils/name.py",
     "utils/path.py",
@@ -58,9 +60,11 @@ BASE_FILES = {
     "tests/conftest.py",
     "tests/test_config.py",
     "tests/test_data.py",
+    "tests/test_interrupt.py",
     "tests/test_logging.py",
     "tests/test_loss.py",
     "tests/test_models.py",
+    "tests/test_report.py",
 }
 
 # Files that only a project with the option turned on has.
@@ -69,12 +73,19 @@ OPTION_FILES = {
     "routine_ignite": {"training/ignite_training.py", "tests/test_ignite_training.py"},
     "routine_fastai": {"training/fastai_training.py", "tests/test_fastai_training.py"},
     "use_tensorboard": {"utils/logging/tensorboard.py", "tests/test_tensorboard.py"},
+    "use_smtp_notifications": {"utils/notify/__init__.py", "utils/notify/smtp.py", "tests/test_notify.py"},
 }
 
-DEFAULTS = {"routine_pytorch": True, "routine_ignite": True, "routine_fastai": True, "use_tensorboard": True}
+DEFAULTS = {
+    "routine_pytorch": True,
+    "routine_ignite": True,
+    "routine_fastai": True,
+    "use_tensorboard": True,
+    "use_smtp_notifications": False,
+}
 
-# Every non-empty set of routines once; every answer value of the other questions at least once, and
-# python_version x use_tensorboard in all four pairs.
+# Every non-empty set of routines once; every answer value of the other questions at least once,
+# python_version x use_tensorboard in all four pairs, and e-mail with each routine.
 SUPPORTED_COMBINATIONS = [
     {},
     {
@@ -83,17 +94,17 @@ SUPPORTED_COMBINATIONS = [
         "python_version": "3.12",
         "license": "BSD-3-Clause",
         "use_tensorboard": False,
+        "use_smtp_notifications": True,
     },
     {"routine_pytorch": False, "routine_fastai": False, "license": "Apache-2.0", "use_tensorboard": False},
     {"routine_pytorch": False, "routine_ignite": False, "python_version": "3.12", "license": "Proprietary"},
-    {"routine_fastai": False},
+    {"routine_fastai": False, "use_smtp_notifications": True},
     {"routine_ignite": False, "use_tensorboard": False},
-    {"routine_pytorch": False, "python_version": "3.12"},
+    {"routine_pytorch": False, "python_version": "3.12", "use_smtp_notifications": True},
 ]
 
 # Options answered true whose files are not in the template yet: the pre-gen hook refuses them.
 NOT_AVAILABLE_YET = [
-    "use_smtp_notifications",
     "use_docker",
     "use_hyperparameter_search",
 ]

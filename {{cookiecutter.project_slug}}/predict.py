@@ -18,7 +18,7 @@ from torch import nn
 
 from config.config import get_global_config
 from config.device import DeviceError, get_device
-from training.common import import_object
+from training.schema import import_object
 from utils.data.datasets import IMAGE_EXTENSIONS, DataError, read_image
 from utils.path import latest_run_dir
 from utils.torchutils import CheckpointError, load_checkpoint

@@ -10,13 +10,15 @@ import copy
 import importlib
 import logging
 import runpy
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
-from training.common import LOGGER, SCHEMA, ConfigError, RunResult, import_object
+from training.common import LOGGER, Interrupted, RunResult
+from training.schema import SCHEMA, ConfigError, import_object
 from utils.data.datasets import DataError
 from utils.torchutils import CheckpointError
 
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set EPOCHS=N")
     parser.add_argument(
+        "--notify",
+        metavar="ADDRESS",
+        default=None,
+        help="e-mail the outcome to ADDRESS (comma-separated for several); shortcut for --set NOTIFY=...",
+    )
+    parser.add_argument(
         "--resume",
         metavar="RUN",
         default=None,
@@ -120,11 +128,18 @@ def run(args: argparse.Namespace) -> RunResult:
         apply_override(config, assignment)
     if args.epochs is not None:
         config["EPOCHS"] = args.epochs
+    if args.notify is not None:
+        config["NOTIFY"] = args.notify
     routine = args.routine or config.get("ROUTINE", "pytorch")
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
     module = importlib.import_module(f"training.{routine}_training")
     return module.train(config, get_global_config(), resume=args.resume)
+
+
+def _stop_on_sigterm(signum: int, _frame: Any) -> None:
+    # Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself.
+    raise Interrupted(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     if CONSOLE not in LOGGER.handlers:
         LOGGER.addHandler(CONSOLE)
     LOGGER.setLevel(logging.INFO)
+    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         result = run(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: continue with `python train.py --resume latest`", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
+        return 128 + getattr(interrupt, "signum", signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     best = ", ".join(f"{key} {value:.4f}" for key, value in result.best.items())
     print(f"run {result.run_name} {result.status}: best epoch {result.best_epoch} ({best})")
     print(f"logs: {result.run_dir}\nweights: {result.weight_dir}")

@@ -1,5 +1,7 @@
 """Config validation, global paths, device selection and the train.py command line around them."""
 
+import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import train
 from config.config import GlobalConfig, get_global_config
 from config.device import DeviceError, get_device
 from config.train_config import TRAIN_CONFIG
-from training.common import SCHEMA, ConfigError, import_object, to_jsonable, validate_config
+from training.schema import SCHEMA, ConfigError, import_object, to_jsonable, validate_config
 from utils.loss import dice
 
 
@@ -36,7 +38,6 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
         ({"EARLY_STOPPING": {"patience": 0}}, "EARLY_STOPPING: patience must be an int >= 1"),
         ({"METRICS": {"dice": "dice"}}, "metric 'dice' is not callable"),
         ({"VAL_FRACTION": 1.5}, "VAL_FRACTION: must be between 0 and 1"),
-        ({"NOTIFY": ["a@b.org"]}, "NOTIFY: e-mail notification is not part of this project"),
     ],
 )
 def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, message: str) -> None:
@@ -44,6 +45,17 @@ def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, messa
         validate_config({**TRAIN_CONFIG, **change})
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_notify_is_refused_before_training_without_a_way_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMTP_HOST", raising=False)
+    monkeypatch.setenv("SMTP_ENV_FILE", os.devnull)  # a developer's own .env must not make this pass
+    if importlib.util.find_spec("utils.notify") is None:  # generated without use_smtp_notifications
+        message = "NOTIFY: e-mail notification is not part of this project"
+    else:
+        message = "NOTIFY: SMTP_HOST is not set"
+    with pytest.raises(ConfigError, match=message):
+        validate_config({**TRAIN_CONFIG, "NOTIFY": ["a@b.org"]})
 
 
 def test_missing_required_key_is_named() -> None:

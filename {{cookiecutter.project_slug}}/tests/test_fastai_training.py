@@ -12,7 +12,8 @@ import predict
 from config.config import ROOT_PATH, GlobalConfig
 from models.unet import UNet
 from training import fastai_training
-from training.common import ConfigError, Run, current_lr
+from training.common import Run, current_lr
+from training.schema import ConfigError
 from utils.loss import dice_bce
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
@@ -127,11 +128,12 @@ def test_one_cycle_is_fit_one_cycle_and_resumes_mid_cycle(tiny_config: dict, glo
             raise KeyboardInterrupt
         return dice_bce(logits, target)
 
+    interrupting = {**tiny_config, "LOSS": interrupted_loss}  # the same config for the resume, as resume demands
     with pytest.raises(KeyboardInterrupt):
-        fastai_training.train({**tiny_config, "LOSS": interrupted_loss}, global_config)
+        fastai_training.train(interrupting, global_config)
     interrupted = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[-1]
     assert interrupted["status"] == "interrupted" and interrupted["epochs_completed"] == 1
-    resumed = fastai_training.train(tiny_config, global_config, resume=interrupted["run_name"])
+    resumed = fastai_training.train(interrupting, global_config, resume=interrupted["run_name"])
     assert resumed.status == "completed" and resumed.epochs_completed == 2
     for name, tensor in weights(straight).items():
         torch.testing.assert_close(weights(resumed)[name], tensor, rtol=0, atol=1e-6)

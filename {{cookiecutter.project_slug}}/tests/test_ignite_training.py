@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 import predict
 from config.config import GlobalConfig
 from training import ignite_training
-from training.common import LOGGER, ConfigError, Run
+from training.common import LOGGER, Run
+from training.schema import ConfigError
 from utils.loss import dice, dice_bce
 
 

@@ -17,7 +17,8 @@ import train
 from config.config import GlobalConfig
 from models.unet import UNet
 from training import pytorch_training
-from training.common import ConfigError, PreflightError, Run, preflight_checks, validate_config
+from training.common import PreflightError, Run, preflight_checks
+from training.schema import ConfigError, validate_config
 from utils.loss import dice, dice_bce
 
 CHECKPOINT_KEYS = {
@@ -221,6 +222,11 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
     first = pytorch_training.train({**tiny_config, "EPOCHS": 2}, global_config)
     resumed = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config, resume=first.run_name)
     assert resumed.run_name == first.run_name and resumed.epochs_completed == 3
+    changed = {**tiny_config, "EPOCHS": 4, "MODEL_CONFIG": {**tiny_config["MODEL_CONFIG"], "bulk_ch": 8}}
+    with pytest.raises(
+        ConfigError, match=r"the config differs from the run's in MODEL_CONFIG.bulk_ch \(run: 4, now: 8\)"
+    ):
+        pytorch_training.train(changed, global_config, resume=first.run_name)
     history = pd.read_csv(resumed.run_dir / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")

@@ -41,6 +41,7 @@ def test_events_match_history_with_the_same_tags_in_every_routine(
     steps = events.Scalars("loss/train_step")
     assert len(steps) == 2 * 4  # 2 epochs of 32 training samples in batches of 8
     assert set(tags["images"]) == {"inputs", "predictions"}
+    assert tags["graph"] and any("Conv2d" in node.op or "conv" in node.op for node in events.Graph().node)
     inputs = events.Images("inputs")[0]
     assert inputs.height == 32 and inputs.width == 8 * 2 * 32  # the first batch of 8, each input | mask
     image = events.Images("predictions")[-1]

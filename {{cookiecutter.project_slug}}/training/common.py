@@ -1,16 +1,20 @@
-"""Everything the training routines share: config validation, builders, and the RunRecorder that writes a run.
+"""Everything the training routines share: builders, checks, the RunRecorder that writes a run, and the Run.
 
 A routine file (``training/<name>_training.py``) only does what its framework does differently. The steps here are
 the same for all of them, so that the three routines take the same config and leave the same files.
 """
 
 import importlib
-import inspect
+import importlib.metadata
 import io
 import json
 import logging
-import math
+import platform
+import shlex
+import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -25,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, random_split
 
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
+from training.schema import ConfigError, to_jsonable, validate_config
 from utils.logging.csv import append_history, flatten, upsert_experiment
 from utils.logging.plot import plot_history
 from utils.name import make_run_name
@@ -42,336 +47,6 @@ from utils.torchutils import (
 
 LOGGER = logging.getLogger("project")
 CHECKPOINT_FORMAT_VERSION = 1
-
-
-class ConfigError(ValueError):
-    """The experiment config is wrong; raised before anything is written."""
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Config validation
-# ---------------------------------------------------------------------------------------------------------------------
-
-Check = Callable[[Any], str | None]  # returns what is wrong with a value, or None
-
-
-def _of_type(*types: type, name: str) -> Check:
-    def check(value: Any) -> str | None:
-        # bool is an int in Python, but True is never a sensible epoch count or learning rate
-        if isinstance(value, bool) and bool not in types:
-            return f"expected {name}, got a bool"
-        return None if isinstance(value, types) else f"expected {name}, got {type(value).__name__}"
-
-    return check
-
-
-def _subclass_of(base: type, name: str) -> Check:
-    def check(value: Any) -> str | None:
-        if isinstance(value, type) and issubclass(value, base):
-            return None
-        got = f"an instance of {type(value).__name__}" if not isinstance(value, type) else value.__name__
-        return f"expected a {name} class (not an instance), got {got}"
-
-    return check
-
-
-def _callable(value: Any) -> str | None:
-    return None if callable(value) else f"expected a function or class, got {type(value).__name__}"
-
-
-def _kwargs(value: Any) -> str | None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        return f"expected a dict of keyword arguments, got {type(value).__name__}"
-    return None
-
-
-def _optional(check: Check) -> Check:
-    return lambda value: None if value is None else check(value)
-
-
-def _all(*checks: Check) -> Check:
-    def check(value: Any) -> str | None:
-        for one in checks:
-            problem = one(value)
-            if problem:
-                return problem
-        return None
-
-    return check
-
-
-def _positive(value: Any) -> str | None:
-    return None if value > 0 else f"must be > 0, got {value}"
-
-
-def _fraction(value: Any) -> str | None:
-    return None if 0 < value < 1 else f"must be between 0 and 1 (exclusive), got {value}"
-
-
-def _one_of(*choices: Any) -> Check:
-    return lambda value: None if value in choices else f"must be one of {list(choices)}, got {value!r}"
-
-
-def _metrics(value: Any) -> str | None:
-    if not isinstance(value, dict):
-        return f"expected a dict of name -> function, got {type(value).__name__}"
-    for name, function in value.items():
-        if not isinstance(name, str) or not name.isidentifier():
-            return f"metric names must be identifiers, got {name!r}"
-        if not callable(function):
-            return f"metric {name!r} is not callable"
-    return None
-
-
-def _early_stopping(value: Any) -> str | None:
-    if not isinstance(value, dict) or set(value) - {"patience", "min_delta"} or "patience" not in value:
-        return f"expected {{'patience': int, 'min_delta': float}}, got {value!r}"
-    if isinstance(value["patience"], bool) or not isinstance(value["patience"], int) or value["patience"] < 1:
-        return f"patience must be an int >= 1, got {value['patience']!r}"
-    if not isinstance(value.get("min_delta", 0.0), (int, float)) or value.get("min_delta", 0.0) < 0:
-        return f"min_delta must be a number >= 0, got {value.get('min_delta')!r}"
-    return None
-
-
-def _one_cycle(value: Any) -> str | None:
-    if not isinstance(value, dict) or "max_lr" not in value or set(value) - {"max_lr", "pct_start"}:
-        return f"expected {{'max_lr': float, 'pct_start': float}}, got {value!r}"
-    if not isinstance(value["max_lr"], (int, float)) or value["max_lr"] <= 0:
-        return f"max_lr must be a number > 0, got {value['max_lr']!r}"
-    if not 0 < value.get("pct_start", 0.3) < 1:
-        return f"pct_start must be between 0 and 1, got {value['pct_start']!r}"
-    return None
-
-
-def _emails(value: Any) -> str | None:
-    if not value:
-        return None
-    return (
-        "e-mail notification is not part of this project (generate it with use_smtp_notifications); set NOTIFY to None"
-    )
-
-
-REQUIRED = object()
-
-
-@dataclass(frozen=True)
-class Key:
-    """One config key: what it means, how it is checked and its default (REQUIRED if it has none)."""
-
-    doc: str
-    check: Check
-    default: Any = REQUIRED
-
-
-_is_int = _of_type(int, name="an int")
-_is_number = _of_type(int, float, name="a number")
-_is_str = _of_type(str, name="a string")
-_is_bool = _of_type(bool, name="True or False")
-
-SCHEMA: dict[str, Key] = {
-    "SESSION_NAME": Key("name of the experiment series; part of every run name", _is_str),
-    "ROUTINE": Key("default training routine (train.py --routine overrides it)", _is_str, "pytorch"),
-    "SEED": Key("seed of every random number generator, the data split and the batch order", _is_int, 42),
-    "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _is_str, "auto"),
-    "MODEL": Key("model class (an nn.Module subclass)", _subclass_of(nn.Module, "torch.nn.Module")),
-    "MODEL_CONFIG": Key("keyword arguments of MODEL", _kwargs, {}),
-    "DATASET": Key("dataset class returning (image, mask) pairs", _subclass_of(Dataset, "torch Dataset")),
-    "DATASET_CONFIG": Key("keyword arguments of DATASET", _kwargs, {}),
-    "VAL_DATASET": Key(
-        "validation dataset class; None splits VAL_FRACTION off DATASET",
-        _optional(_subclass_of(Dataset, "torch Dataset")),
-        None,
-    ),
-    "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", _kwargs, {}),
-    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _all(_is_number, _fraction), 0.2),
-    "TRAIN_TRANSFORM": Key(
-        "paired (image, mask) augmentation applied to training samples only", _optional(_callable), None
-    ),
-    "DATA_LOADER_CONFIG": Key(
-        "keyword arguments of torch DataLoader (batch_size, num_workers, ...)", _kwargs, {"batch_size": 16}
-    ),
-    "OPTIMIZER": Key("optimizer class", _subclass_of(torch.optim.Optimizer, "torch.optim.Optimizer")),
-    "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", _kwargs, {}),
-    "SCHEDULER": Key(
-        "learning-rate scheduler class, stepped once per epoch; None for a constant lr",
-        _optional(_subclass_of(object, "scheduler")),
-        None,
-    ),
-    "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER", _kwargs, {}),
-    "ONE_CYCLE": Key(
-        "{'max_lr': float, 'pct_start': 0.3} trains with the one-cycle policy (fastai's fit_one_cycle, torch's "
-        "OneCycleLR stepped every batch) instead of SCHEDULER; None disables it",
-        _optional(_one_cycle),
-        None,
-    ),
-    "LR_FIND": Key(
-        "run a learning-rate range test first and train with its suggestion (fastai, ignite)", _is_bool, False
-    ),
-    "LOSS": Key("loss(logits, target) -> scalar, the mean over samples; a function or an nn.Module class", _callable),
-    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics, {}),
-    "EPOCHS": Key("number of epochs", _all(_is_int, _positive)),
-    "MIXED_PRECISION": Key(
-        "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16' (CUDA only)",
-        _one_of(False, True, "bf16", "fp16"),
-        False,
-    ),
-    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _optional(_all(_is_number, _positive)), None),
-    "EARLY_STOPPING": Key(
-        "{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
-        _optional(_early_stopping),
-        None,
-    ),
-    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _is_str, "val_loss"),
-    "CHECKPOINT_MODE": Key(
-        "min | max; None picks min for losses and max for metrics", _optional(_one_of("min", "max")), None
-    ),
-    "TENSORBOARD": Key("write TensorBoard events under logs/<run>/tensorboard", _is_bool, False),
-    "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _is_bool, True),
-    "NOTIFY": Key("e-mail addresses to notify when the run ends", _optional(_emails), None),
-    "COMMENT": Key("free text stored with the run", _is_str, ""),
-}
-
-# DataLoader arguments the routines set themselves (shuffling and its seeded generator), so a config cannot.
-_LOADER_OWNED = {"dataset", "shuffle", "sampler", "batch_sampler", "generator"}
-
-
-def _signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0) -> str | None:
-    """Say which keyword arguments ``target`` does not take (None if they all fit)."""
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):  # builtins without a signature: let the call itself complain
-        return None
-    try:
-        signature.bind_partial(*([None] * n_positional), **kwargs)
-    except TypeError as err:
-        accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
-        return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
-    return None
-
-
-def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Check every key of ``config`` and return it with the defaults filled in.
-
-    Unknown keys, missing required keys, wrong types, keyword arguments that the classes do not take, an
-    inconsistent checkpoint metric and keys that the routine cannot honour (``refused``: key -> why, for keys set
-    to anything but their default) are all reported together in one ConfigError, before anything is written.
-    """
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"the config must be a dict, got {type(config).__name__}")
-    problems = [f"unknown key {key!r} (see train.py --help for the keys)" for key in config if key not in SCHEMA]
-    resolved: dict[str, Any] = {}
-    for key, spec in SCHEMA.items():
-        if key not in config:
-            if spec.default is REQUIRED:
-                problems.append(f"missing key {key!r}: {spec.doc}")
-                continue
-            resolved[key] = _copy(spec.default)
-            continue
-        value = _plain(config[key])
-        problem = spec.check(value)
-        if problem:
-            problems.append(f"{key}: {problem}")
-        resolved[key] = value
-    if not problems:
-        problems += _cross_checks(resolved)
-        problems += [f"{key}: {why}" for key, why in (refused or {}).items() if resolved[key] != SCHEMA[key].default]
-    if problems:
-        raise ConfigError("; ".join(problems))
-    if resolved["CHECKPOINT_MODE"] is None:
-        resolved["CHECKPOINT_MODE"] = "min" if resolved["CHECKPOINT_METRIC"].endswith("loss") else "max"
-    return resolved
-
-
-def _plain(value: Any) -> Any:
-    """NumPy scalars (e.g. an lr read back with pandas) as Python numbers: checkpoints load with weights_only."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
-
-
-def _copy(value: Any) -> Any:
-    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
-
-
-def _cross_checks(config: dict[str, Any]) -> list[str]:
-    problems = []
-    for cls_key, kwargs_key, n_positional in (
-        ("MODEL", "MODEL_CONFIG", 0),
-        ("DATASET", "DATASET_CONFIG", 0),
-        ("VAL_DATASET", "VAL_DATASET_CONFIG", 0),
-        ("OPTIMIZER", "OPTIMIZER_CONFIG", 1),
-        ("SCHEDULER", "SCHEDULER_CONFIG", 1),
-    ):
-        if config[cls_key] is not None:
-            problem = _signature_problem(config[cls_key], config[kwargs_key], n_positional)
-            if problem:
-                problems.append(f"{kwargs_key}: {problem}")
-        elif config[kwargs_key]:
-            problems.append(f"{kwargs_key} is set but {cls_key} is None")
-    owned = _LOADER_OWNED & set(config["DATA_LOADER_CONFIG"])
-    if owned:
-        problems.append(f"DATA_LOADER_CONFIG: {sorted(owned)} are set by the routine (seeded shuffling)")
-    problem = _signature_problem(DataLoader, config["DATA_LOADER_CONFIG"], 1)
-    if problem:
-        problems.append(f"DATA_LOADER_CONFIG: {problem}")
-    if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
-        problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; keep one")
-    if config["ONE_CYCLE"] is not None and not {"momentum", "betas"} & set(
-        inspect.signature(config["OPTIMIZER"]).parameters
-    ):
-        problems.append(
-            f"ONE_CYCLE cycles the momentum, which {config['OPTIMIZER'].__name__} has not: use an "
-            "optimizer with momentum or betas (SGD, Adam, AdamW...)"
-        )
-    allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
-    if config["CHECKPOINT_METRIC"] not in allowed:
-        problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
-    return problems
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Config as data: dotted names for classes and functions (config.json, checkpoints, experiments.csv)
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def dotted_name(obj: Any) -> str:
-    """``module.QualName`` of a class or function, e.g. ``torch.optim.adamw.AdamW``."""
-    return f"{obj.__module__}.{obj.__qualname__}"
-
-
-def to_jsonable(value: Any) -> Any:
-    """A JSON-able copy of a config: classes and functions become dotted names, never reprs with addresses."""
-    if isinstance(value, Mapping):
-        return {str(key): to_jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(item) for item in value]
-    if isinstance(value, Path) or (isinstance(value, float) and not math.isfinite(value)):
-        return str(value)  # JSON has no paths, NaN or infinity
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, type) or inspect.isroutine(value):
-        return dotted_name(value)
-    # An instance (e.g. a transform): its class and its plain attributes, so that two configs compare equal.
-    attributes = {key: to_jsonable(item) for key, item in vars(value).items() if not key.startswith("_")}
-    arguments = ", ".join(f"{key}={json.dumps(item)}" for key, item in attributes.items())
-    return f"{dotted_name(type(value))}({arguments})"
-
-
-def import_object(path: str) -> Any:
-    """Import ``package.module.Name`` (the inverse of :func:`dotted_name`)."""
-    parts = path.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:split]))
-        except ImportError:
-            continue
-        try:
-            for attribute in parts[split:]:
-                obj = getattr(obj, attribute)
-        except AttributeError:
-            break
-        return obj
-    raise ImportError(f"cannot import {path!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -520,6 +195,41 @@ def load_for_resume(resume: str | Path, global_config: GlobalConfig, routine: st
     return checkpoint
 
 
+# What a resumed run may change; any other difference would silently make it another experiment.
+RESUMABLE_CHANGES = ("EPOCHS", "DEVICE", "NOTIFY", "COMMENT", "LOGFILE")
+
+
+def check_resume_config(checkpoint: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse to resume a run with a config that differs from its own, other than in RESUMABLE_CHANGES."""
+    before, now = flatten(checkpoint["config"]), flatten(to_jsonable(config))
+    changed = sorted(
+        key
+        for key in before.keys() | now.keys()
+        if key.split(".")[0] not in RESUMABLE_CHANGES and before.get(key) != now.get(key)
+    )
+    if changed:
+        differences = ", ".join(f"{key} (run: {before.get(key)!r}, now: {now.get(key)!r})" for key in changed[:4])
+        raise ConfigError(
+            f"--resume {checkpoint['run_name']}: the config differs from the run's in {differences}"
+            f"{' and more' if len(changed) > 4 else ''}; resume with the run's --config and --set options "
+            f"(see its config.json); only {', '.join(RESUMABLE_CHANGES)} may change"
+        )
+
+
+def resume_command(routine: str, run_name: str) -> str:
+    """The command that continues ``run_name``: this process's train.py options, with --resume."""
+    args, options = sys.argv[1:] if Path(sys.argv[0]).name == "train.py" else [], []
+    skip = False
+    for arg in args:  # drop the options that the command sets itself
+        if skip or arg.startswith(("--resume=", "--routine=")):
+            skip = False
+            continue
+        skip = arg in ("--resume", "--routine")
+        if not skip:
+            options.append(arg)
+    return shlex.join(["python", "train.py", "--routine", routine, *options, "--resume", run_name])
+
+
 def restore(
     checkpoint: dict[str, Any],
     model: nn.Module,
@@ -556,18 +266,26 @@ class RunResult:
     error: str | None = None
 
 
-def _git_state() -> tuple[str, str]:
-    """(commit, dirty) of the project's git checkout, or empty strings outside one."""
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True).stdout
+
+
+def _git_state() -> tuple[str, str, str]:
+    """(commit, dirty, diff against HEAD) of the project's git checkout, or empty strings outside one."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
+        commit, status = _git("rev-parse", "HEAD").strip(), _git("status", "--porcelain")
+        diff = _git("diff", "HEAD") if status.strip() else ""
     except (OSError, subprocess.SubprocessError):
-        return "", ""
-    return commit, str(bool(status.strip()))
+        return "", "", ""
+    return commit, str(bool(status.strip())), diff
+
+
+def _versions(routine: str) -> dict[str, str]:
+    """Python, torch and the routine's framework versions, so that a result can be reproduced later."""
+    versions = {"python_version": platform.python_version(), "torch_version": torch.__version__}
+    package = {"ignite": "pytorch-ignite", "fastai": "fastai"}.get(routine, "torch")  # the raw routine: torch alone
+    versions["framework_version"] = f"{package} {importlib.metadata.version(package)}"
+    return versions
 
 
 class RunRecorder:
@@ -623,6 +341,9 @@ class RunRecorder:
             if LOGGER.level == logging.NOTSET:
                 LOGGER.setLevel(logging.INFO)
         self.tensorboard = self._open_tensorboard() if config["TENSORBOARD"] else None
+        self.git_commit, self.git_dirty, diff = _git_state()
+        if diff:  # the code as it ran, when it differs from the commit
+            (self.run_dir / "git.diff").write_text(diff, encoding="utf-8")
         self._clock = time.perf_counter()
         self._write_experiment("running")
         LOGGER.info("run %s (%s routine) on %s: logs in %s", self.run_name, routine, device, self.run_dir)
@@ -735,17 +456,27 @@ class RunRecorder:
             error=None if error is None else " ".join(f"{type(error).__name__}: {error}".split()),
         )
         self._write_experiment(status, result)
-        if status != "completed":
-            LOGGER.warning("run %s %s%s", self.run_name, status, f": {result.error}" if result.error else "")
+        if status == "interrupted":
+            LOGGER.warning(
+                "run %s interrupted after %d epoch(s); continue it with: %s",
+                self.run_name,
+                len(self.history),
+                resume_command(self.routine, self.run_name),
+            )
+        elif status != "completed":
+            LOGGER.warning("run %s %s: %s", self.run_name, status, result.error)
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if self.config["NOTIFY"]:  # after the records, so that the message sees the finished files; never raises
+            smtp = importlib.import_module("utils.notify.smtp")  # only in projects generated with e-mail
+            details = {"session": self.config["SESSION_NAME"], "routine": self.routine, "device": str(self.device)}
+            smtp.notify_run(self.config["NOTIFY"], result, self.history, metric=self.metric, details=details)
         if self._log_handler is not None:
             LOGGER.removeHandler(self._log_handler)
             self._log_handler.close()
         return result
 
     def _write_experiment(self, status: str, result: RunResult | None = None) -> None:
-        commit, dirty = _git_state()
         finished = datetime.now() if result is not None else None
         row: dict[str, Any] = {
             "run_name": self.run_name,
@@ -763,11 +494,12 @@ class RunRecorder:
             row.update({f"final_{key}": value for key, value in result.final.items()})
         row.update(
             {
-                "git_commit": commit,
-                "git_dirty": dirty,
+                "git_commit": self.git_commit,
+                "git_dirty": self.git_dirty,
                 "device": str(self.device),
                 "world_size": self.world_size,
                 "run_dir": str(self.run_dir),
+                **_versions(self.routine),
             }
         )
         row.update(flatten(self.jsonable_config))
@@ -824,6 +556,63 @@ def preflight_checks(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Signals: Ctrl-C and SIGTERM stop a run cleanly
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's or a container's stop) reached a run; ``signum`` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _StopSignals:
+    """Turns SIGINT and SIGTERM into :class:`Interrupted`, held back while an epoch is being recorded.
+
+    An epoch's history row and its checkpoint are written as a unit: a signal that arrives in between is raised
+    once both are on disk, so an interrupted run's last recorded epoch always has its checkpoint.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.holding, self.pending = False, 0
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.holding:
+            self.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle the signals inside the block (Python lets only the main thread set handlers)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold signals back for the block, then raise the one that came meanwhile."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            signum, self.pending = self.pending, 0
+            raise Interrupted(signum)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # A run: what every routine builds, resumes, steps and records the same way
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -871,11 +660,15 @@ class Run:
         # resume
         checkpoint = load_for_resume(resume, global_config, routine) if resume is not None else None
         if checkpoint is not None:
+            check_resume_config(checkpoint, config)
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.scaler)
+        self._signals = _StopSignals()
         self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint)
         self.tensorboard = self.recorder.tensorboard
         if self.tensorboard is not None and checkpoint is None:
-            self.tensorboard.log_inputs(images, masks)
+            with self.guard(), torch.random.fork_rng():  # the run's row exists now: record a failure here too
+                self.tensorboard.log_inputs(images, masks)
+                self.tensorboard.log_graph(self.model, images[:1])
         self.step = (self.start_epoch - 1) * len(self.train_loader)
         self._epoch_started, self._epoch_lr = 0.0, 0.0
 
@@ -946,11 +739,13 @@ class Run:
             else:
                 self.scheduler.step()
         seconds = time.perf_counter() - self._epoch_started
-        is_best = self.recorder.record_epoch(epoch, train_loss, val, self._epoch_lr, seconds)
-        if self.tensorboard is not None:
-            self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, self.predict(self.val_images))
-        checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
-        self.recorder.save(checkpoint, is_best)
+        with self._signals.held():
+            is_best = self.recorder.record_epoch(epoch, train_loss, val, self._epoch_lr, seconds)
+            if self.tensorboard is not None:
+                logits = self.predict(self.val_images)
+                self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, logits)
+            checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
+            self.recorder.save(checkpoint, is_best)
         return self.recorder.should_stop()
 
     @torch.no_grad()
@@ -965,9 +760,10 @@ class Run:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Record an interrupted or failed run in experiments.csv before the exception goes on."""
+        """Stop cleanly on Ctrl-C or SIGTERM, and record an interrupted or failed run before the exception goes on."""
         try:
-            yield
+            with self._signals.installed():
+                yield
         except KeyboardInterrupt as interrupt:
             self.recorder.finish("interrupted", interrupt)
             raise

@@ -5,6 +5,7 @@ epoch (e.g. ``metrics/val_dice``), ``lr`` per epoch, ``inputs`` (the first augme
 and ``predictions`` per epoch (validation samples: input | mask | prediction).
 """
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,6 +39,19 @@ class TensorBoardLogger:
         """Log the first training batch as the model sees it (after augmentation): input | mask."""
         self.writer.add_images("inputs", _side_by_side(images, masks), 0, dataformats="NCHW")
         self.writer.flush()
+
+    def log_graph(self, model: torch.nn.Module, images: torch.Tensor) -> None:
+        """The model's graph, where torch.jit can trace it (a model that cannot be traced is skipped)."""
+        was_training = model.training
+        model.eval()  # a traced forward in train mode would update the batch-norm statistics
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's warnings concern torch.jit, not this run
+                self.writer.add_graph(model, images)
+        except Exception:  # pylint: disable=broad-exception-caught  # tracing fails in many ways; the graph is optional
+            pass
+        finally:
+            model.train(was_training)
 
     def log_predictions(self, epoch: int, images: torch.Tensor, masks: torch.Tensor, logits: torch.Tensor) -> None:
         """Log a few validation samples: input | true mask | predicted mask."""
