@@ -220,6 +220,8 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
     tiny_config["SCHEDULER_CONFIG"] = {"T_max": 3}
     straight = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config)
     first = pytorch_training.train({**tiny_config, "EPOCHS": 2}, global_config)
+    before = pd.read_csv(global_config.LOG_DIR / "experiments.csv").set_index("run_name").loc[first.run_name]
+    started_at, duration = before["started_at"], before["duration_s"]
     resumed = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config, resume=first.run_name)
     assert resumed.run_name == first.run_name and resumed.epochs_completed == 3
     changed = {**tiny_config, "EPOCHS": 4, "MODEL_CONFIG": {**tiny_config["MODEL_CONFIG"], "bulk_ch": 8}}
@@ -231,6 +233,8 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
     assert history["epoch"].tolist() == [1, 2, 3]
     experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
     assert len(experiments) == 2  # the resumed run's row was updated, not duplicated
+    row = experiments.set_index("run_name").loc[first.run_name]
+    assert row["started_at"] == started_at and row["duration_s"] >= duration  # the run's, not the last session's
     a = torch.load(straight.weight_dir / "last.pt", weights_only=True)["model"]
     b = torch.load(resumed.weight_dir / "last.pt", weights_only=True)["model"]
     for name, tensor in a.items():

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, random_split
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset, random_split
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
 from training.schema import ConfigError, to_jsonable, validate_config
-from utils.logging.csv import append_history, flatten, upsert_experiment
+from utils.logging.csv import append_history, flatten, read_experiments, upsert_experiment
 from utils.logging.plot import plot_history
 from utils.name import make_run_name
 from utils.path import create_unique_dir, latest_run_dir
@@ -327,6 +328,9 @@ class RunRecorder:
         self.weight_dir = global_config.run_weight_dir(self.run_name)
         self.experiments_csv = global_config.LOG_DIR / "experiments.csv"
         self.history_csv = self.run_dir / "history.csv"
+        self._earlier_seconds = 0.0  # the training time of the sessions before a resume
+        if checkpoint is not None:
+            self._continue_experiment_row()
         self.jsonable_config = to_jsonable(config)
         (self.run_dir / "config.json").write_text(
             json.dumps({"run_name": self.run_name, "routine": routine, "config": self.jsonable_config}, indent=2)
@@ -348,6 +352,17 @@ class RunRecorder:
         self._write_experiment("running")
         LOGGER.info("run %s (%s routine) on %s: logs in %s", self.run_name, routine, device, self.run_dir)
 
+    def _continue_experiment_row(self) -> None:
+        """On resume, keep the run's start time and add to its duration rather than restart them."""
+        rows = read_experiments(self.experiments_csv)
+        rows = rows[rows["run_name"] == self.run_name]
+        if rows.empty:
+            return
+        row = rows.iloc[0]
+        self.started_at = datetime.fromisoformat(str(row["started_at"]))
+        if "duration_s" in row and pd.notna(row["duration_s"]):
+            self._earlier_seconds = float(row["duration_s"])
+
     def _open_tensorboard(self) -> Any:
         try:
             from utils.logging.tensorboard import TensorBoardLogger  # pylint: disable=import-outside-toplevel
@@ -362,8 +377,6 @@ class RunRecorder:
         path = self.run_dir / "history.csv"
         if not path.is_file():
             return
-        import pandas as pd  # pylint: disable=import-outside-toplevel  # only needed on resume
-
         rows = pd.read_csv(path).to_dict("records")
         self.history = [row for row in rows if row["epoch"] <= last_epoch]
         path.unlink()
@@ -485,7 +498,7 @@ class RunRecorder:
             "status": status,
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": finished.isoformat(timespec="seconds") if finished else None,
-            "duration_s": round(time.perf_counter() - self._clock, 1) if finished else None,
+            "duration_s": round(self._earlier_seconds + time.perf_counter() - self._clock, 1) if finished else None,
             "epochs_completed": len(self.history),
             "best_epoch": self.best_epoch,
         }
