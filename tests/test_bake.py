@@ -65,6 +65,7 @@ BASE_FILES = {
     "tests/test_loss.py",
     "tests/test_models.py",
     "tests/test_report.py",
+    "tests/test_routines.py",
 }
 
 # Files that only a project with the option turned on has.

@@ -118,25 +118,6 @@ def test_resume_continues_the_same_run_with_this_routine_only(tiny_config: dict,
         Run(tiny_config, global_config, "pytorch", resume=first.run_name)
 
 
-def test_early_stopping_terminates_the_trainer(tiny_config: dict, global_config: GlobalConfig) -> None:
-    # A learning rate of zero never improves on the first epoch: patience 1 stops after epoch 2 of 5.
-    tiny_config.update(
-        EPOCHS=5,
-        EARLY_STOPPING={"patience": 1, "min_delta": 0.0},
-        SCHEDULER=None,
-        SCHEDULER_CONFIG={},
-        OPTIMIZER_CONFIG={"lr": 0.0},
-    )
-    result = ignite_training.train(tiny_config, global_config)
-    assert result.status == "completed" and result.epochs_completed == 2 and result.best_epoch == 1
-
-
-def test_bf16_mixed_precision_on_cpu_trains(tiny_config: dict, global_config: GlobalConfig) -> None:
-    tiny_config.update(EPOCHS=1, MIXED_PRECISION="bf16")
-    result = ignite_training.train(tiny_config, global_config)
-    assert result.status == "completed" and np.isfinite(result.final["train_loss"])
-
-
 class BoomError(Exception):
     """An error of a type that nothing in the project or in Ignite catches or wraps."""
 
