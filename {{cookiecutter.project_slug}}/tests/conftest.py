@@ -11,6 +11,7 @@ import pytest
 
 from config.config import GlobalConfig, get_global_config
 from config.train_config import TRAIN_CONFIG
+from training.common import RunResult
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,3 +53,21 @@ def _run_script(*args: str) -> subprocess.CompletedProcess:
 def run_script() -> Callable[..., subprocess.CompletedProcess]:
     """Run a project script (``run_script("train.py", "--epochs", "1")``) in a subprocess from the project root."""
     return _run_script
+
+
+def _run_files(result: RunResult) -> set[str]:
+    """The run's files, relative to its log and weight folders (TensorBoard's by folder: their names hold a time)."""
+    files = set()
+    for folder, root in (("logs", result.run_dir), ("weights", result.weight_dir)):
+        for path in root.rglob("*"):
+            if path.is_file():
+                relative = path.relative_to(root)
+                events = path.name.startswith("events.out.tfevents")
+                files.add(f"{folder}/{relative.parent / 'events' if events else relative}")
+    return files
+
+
+@pytest.fixture
+def files_of() -> Callable[[RunResult], set[str]]:
+    """The files a run left, to compare routines: ``files_of(result)``."""
+    return _run_files

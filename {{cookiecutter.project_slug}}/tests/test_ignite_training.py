@@ -18,20 +18,8 @@ from training.schema import ConfigError
 from utils.loss import dice, dice_bce
 
 
-def files_of(result: ignite_training.RunResult) -> set[str]:
-    """The run's files, relative to its log and weight folders (TensorBoard's by folder: their names hold a time)."""
-    files = set()
-    for folder, root in (("logs", result.run_dir), ("weights", result.weight_dir)):
-        for path in root.rglob("*"):
-            if path.is_file():
-                relative = path.relative_to(root)
-                events = path.name.startswith("events.out.tfevents")
-                files.add(f"{folder}/{relative.parent / 'events' if events else relative}")
-    return files
-
-
 def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
-    tiny_config: dict, global_config: GlobalConfig
+    tiny_config: dict, global_config: GlobalConfig, files_of: Callable
 ) -> None:
     raw_training = pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
     ignite = ignite_training.train(tiny_config, global_config)
