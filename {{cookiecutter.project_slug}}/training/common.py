@@ -111,8 +111,23 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
 
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
-    """MODEL(**MODEL_CONFIG) on ``device``."""
-    return config["MODEL"](**config["MODEL_CONFIG"]).to(device)
+    """MODEL(**MODEL_CONFIG) on ``device``, in channels-last memory format if CHANNELS_LAST (not compiled yet)."""
+    return config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=memory_format(config))
+
+
+def memory_format(config: dict[str, Any]) -> torch.memory_format:
+    """The memory format of the model's weights and of image batches: channels-last if CHANNELS_LAST."""
+    return torch.channels_last if config["CHANNELS_LAST"] else torch.preserve_format
+
+
+def compile_model(config: dict[str, Any], model: nn.Module) -> None:
+    """COMPILE: compile the model's forward in place with torch.compile (True: its defaults; a dict: its kwargs).
+
+    In place (``nn.Module.compile``) rather than ``torch.compile(model)``: the model stays the same object, so every
+    framework gets it as it is, and its state_dict keeps its plain keys (no ``_orig_mod.``) for checkpoints.
+    """
+    if config["COMPILE"] is not False:
+        model.compile(**(config["COMPILE"] if isinstance(config["COMPILE"], dict) else {}))
 
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
@@ -656,6 +671,7 @@ class Run:
         set_seed(config["SEED"])
         self.device = get_device(config["DEVICE"])
         self.dtype = autocast_dtype(config, self.device)
+        self.memory_format = memory_format(config)
         self.train_loader, self.val_loader = build_loaders(config, self.device)
         self.model = build_model(config, self.device)
         self.optimizer = build_optimizer(config, self.model)
@@ -667,8 +683,8 @@ class Run:
         self.metrics: dict[str, Callable] = config["METRICS"]
         with torch.random.fork_rng():  # the batches taken for checks and images must not shift training's RNG
             images, masks = next(iter(self.train_loader))
-            self.val_images, self.val_masks = (t[:4].to(self.device) for t in next(iter(self.val_loader)))
-        images, masks = images.to(self.device), masks.to(self.device)
+            self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
+        images, masks = self.to_device(images, masks)
         preflight_checks(config, self.model, images, masks, self.loss_fn, self.device)
         # resume
         checkpoint = load_for_resume(resume, global_config, routine) if resume is not None else None
@@ -682,6 +698,8 @@ class Run:
             with self.guard(), torch.random.fork_rng():  # the run's row exists now: record a failure here too
                 self.tensorboard.log_inputs(images, masks)
                 self.tensorboard.log_graph(self.model, images[:1])
+        # Compiled last: the checks above and the graph are taken from the plain model, in eager mode.
+        compile_model(config, self.model)
         self.step = (self.start_epoch - 1) * len(self.train_loader)
         self._epoch_started, self._epoch_lr = 0.0, 0.0
 
@@ -724,10 +742,17 @@ class Run:
         if self.scheduler is not None:
             self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
 
+    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the run's device, images in the model's memory format.
+
+        Non-blocking copies: on CUDA, from the loaders' pinned memory, the copy overlaps with the work queued before.
+        """
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return images, masks.to(self.device, non_blocking=True)
+
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One optimisation step on one batch; returns its loss (the mean over its samples)."""
-        images = images.to(self.device, non_blocking=True)
-        masks = masks.to(self.device, non_blocking=True)
+        images, masks = self.to_device(images, masks)
         with autocast(self.device, self.dtype):
             loss = self.loss_fn(self.model(images), masks)
         check_finite(loss, "training loss")
@@ -767,7 +792,7 @@ class Run:
         was_training = self.model.training
         self.model.eval()
         with autocast(self.device, self.dtype):
-            logits = self.model(images)
+            logits = self.model(images.to(memory_format=self.memory_format))
         self.model.train(was_training)
         return logits.float()
 
