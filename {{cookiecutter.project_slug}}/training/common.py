@@ -313,6 +313,11 @@ class RunRecorder:
     :meth:`finish` once, whatever the outcome.
     """
 
+    # Drawing curves.png takes matplotlib 0.1 to 0.2 s. It is redrawn after an epoch only while drawing takes at most
+    # this share of the run's time: after every epoch when epochs are long, less often when they are short. finish()
+    # draws the last epochs of every run, completed, failed or interrupted.
+    CURVES_SHARE = 0.05
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -328,6 +333,8 @@ class RunRecorder:
         self.min_delta = float(min_delta)
         self.started_at = datetime.now()
         self.history: list[dict[str, float]] = []
+        # epochs in curves.png, seconds spent drawing it, and what one drawing takes (a guess until the first)
+        self._curves_epochs, self._curves_seconds, self._curves_cost = 0, 0.0, 0.2
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         if checkpoint is None:
@@ -418,7 +425,9 @@ class RunRecorder:
         append_history(self.history_csv, row)
         if self.tensorboard is not None:
             self.tensorboard.log_epoch(row)
-        plot_history(self.history_csv, self.run_dir / "curves.png")
+        elapsed = time.perf_counter() - self._clock
+        if self._curves_seconds + self._curves_cost <= self.CURVES_SHARE * elapsed:
+            self.draw_curves()
         improved = self.is_better(val[self.metric])
         if improved:
             self.best_value, self.best_epoch = val[self.metric], epoch
@@ -427,6 +436,15 @@ class RunRecorder:
             "epoch %d/%d  %s  %.1fs%s", epoch, self.config["EPOCHS"], values, seconds, "  (best)" if improved else ""
         )
         return improved
+
+    def draw_curves(self) -> None:
+        """Draw curves.png from history.csv, unless it already shows every recorded epoch."""
+        if not self.history or self._curves_epochs == len(self.history):
+            return
+        start = time.perf_counter()
+        plot_history(self.history_csv, self.run_dir / "curves.png")
+        self._curves_cost = time.perf_counter() - start
+        self._curves_epochs, self._curves_seconds = len(self.history), self._curves_seconds + self._curves_cost
 
     def should_stop(self) -> bool:
         """Early stopping: no improvement of the checkpoint metric for ``patience`` epochs."""
@@ -483,6 +501,10 @@ class RunRecorder:
             # One line, whatever the framework made of the message (fastai adds its own lines around it).
             error=None if error is None else " ".join(f"{type(error).__name__}: {error}".split()),
         )
+        try:
+            self.draw_curves()
+        except Exception as err:  # pylint: disable=broad-exception-caught  # a plot must not cost the run's row
+            LOGGER.warning("run %s: curves.png not drawn: %s", self.run_name, err)
         self._write_experiment(status, result)
         if status == "interrupted":
             LOGGER.warning(
