@@ -12,17 +12,20 @@ Runs are interleaved (bare, pytorch, ignite, fastai, bare, ...) for ``--rounds``
 warm-up round, and each routine's time is divided by the bare loop's of the same round. Printed per routine, as
 medians over the rounds with the spread (min-max) of the per-round ratios:
 
-- s/step and ratio: wall time of the whole ``train()`` call / optimizer steps, and its ratio to the bare loop;
-- CPU ratio: the same ratio with this process's CPU seconds, which other work on a shared machine inflates far less
-  than wall time (with one torch thread, CPU time is close to what the wall time of a quiet machine would be);
-- 2..N: the epochs' own time without the first epoch (history.csv's ``seconds``: training and validation, from the
-  start of an epoch to the start of its recording), i.e. the steady per-step cost without any fixed cost;
+- s/step, step ratio: the time per training step, i.e. the training part of each epoch (from the start of the epoch,
+  batch order seeded, to the end of its last optimizer step: data loading, forward, backward, step, per-step logging
+  and the framework's events) over the steps, and its ratio to the bare loop's;
+- CPU step ratio: the same ratio with this process's CPU seconds, which other work on a shared machine inflates far
+  less than wall time (with one torch thread, CPU time is close to what the wall time of a quiet machine would be);
+- s/run, run ratio, CPU run ratio: the same for the whole ``train()`` call (building, preflight checks, validation,
+  records, checkpoints, plots: the fixed costs included);
 - s outside epochs: wall seconds per run outside the epochs, and a second table of where they go (preflight checks,
   curves.png, checkpoints, the rest);
 - val dice: the final validation dice, the same for every variant when they all did the same work.
 
-Also printed: the share of the bare loop's training time spent blocked in ``next(iter(loader))`` with the config's
-DataLoader settings, and each routine module's import time (paid once per process, not counted above).
+Also printed: the share of the bare loop's training time spent blocked in ``next(iter(loader))`` with the project's
+DataLoader settings (the config's DATA_LOADER_CONFIG, pinned memory on CUDA) and, when they differ, with torch's
+DataLoader defaults; and each routine module's import time (paid once per process, not counted above).
 
 Usage: ``make bench``, or ``python benchmarks/routine_overhead.py --help`` for the options (rounds, epochs, size...).
 Never imports torchvision or fastai.vision.
@@ -52,6 +55,7 @@ from typing import Any
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 ROUTINE_ORDER = ("pytorch", "ignite", "fastai")  # the order of the runs in a round, after the bare loop
 THREADS = 1  # torch threads of every run (--threads)
+DEFAULTS = "bare, torch's DataLoader defaults"  # the bare loop's variant for the data wait with torch's defaults
 
 
 def cpu_model() -> str:
@@ -78,7 +82,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="torch threads, the same for every run (default: 1, steady on a shared machine; 0: torch's default)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto ... (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps | auto (default: cpu)")
+    parser.add_argument(
+        "--mixed-precision",
+        default="False",
+        choices=["False", "True", "bf16", "fp16"],
+        help="MIXED_PRECISION of every run, the bare loop's too (default: False; fp16 needs CUDA)",
+    )
+    parser.add_argument("--channels-last", action="store_true", help="CHANNELS_LAST=True for every run")
+    parser.add_argument(
+        "--num-workers", type=int, default=None, help="DataLoader num_workers (default: the config's, 0)"
+    )
     parser.add_argument("--routines", default=",".join(ROUTINE_ORDER), help="routines to time (default: all)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the unmeasured warm-up round")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this JSON file")
@@ -119,10 +133,14 @@ def bench_config(args: argparse.Namespace) -> dict[str, Any]:
     if config.get("SCHEDULER_CONFIG", {}).get("T_max") is not None:
         config["SCHEDULER_CONFIG"] = {**config["SCHEDULER_CONFIG"], "T_max": args.epochs}
     config["EARLY_STOPPING"] = None
+    if args.num_workers is not None:
+        config["DATA_LOADER_CONFIG"]["num_workers"] = args.num_workers
     config["DEVICE"] = args.device
+    config["MIXED_PRECISION"] = {"False": False, "True": True}.get(args.mixed_precision, args.mixed_precision)
+    config["CHANNELS_LAST"] = args.channels_last
     config = validate_config(config)  # every key, defaults filled in: what the routines see, and the bare loop too
     # The bare loop below does what these settings ask and nothing else; other values would need more code there.
-    assert not config["MIXED_PRECISION"] and config["ONE_CYCLE"] is None and not config["LR_FIND"]
+    assert config["ONE_CYCLE"] is None and not config["LR_FIND"] and config["COMPILE"] is False
     return config
 
 
@@ -151,7 +169,9 @@ TIMED_PARTS = {
 }
 SPENT: dict[str, float] = {}  # label -> seconds in the current run
 EPOCH_CPU: list[float] = []  # CPU seconds of each epoch of the current run, over the span of history.csv's seconds
-_EPOCH_MARK = [0.0]
+TRAIN_SPANS: list[tuple[float, float]] = []  # (wall, CPU) seconds of each epoch's training part in the current run
+_EPOCH_MARK = [0.0, 0.0, 0.0]  # CPU clock at the epoch's start (end of begin_epoch), then wall and CPU clock
+_LAST_STEP = [0.0, 0.0]  # wall and CPU clock at the end of the last optimizer step (Run.after_step)
 
 
 def time_parts() -> list[str]:
@@ -177,19 +197,28 @@ def time_parts() -> list[str]:
         setattr(owner, path[-1], timed)
         found.append(label)
 
-    # Each epoch's CPU seconds: from the end of Run.begin_epoch to the start of Run.end_epoch, as history's seconds.
-    begin_epoch, end_epoch = common.Run.begin_epoch, common.Run.end_epoch
+    # Each epoch's CPU seconds: from the end of Run.begin_epoch to the start of Run.end_epoch, as history's seconds;
+    # its training part: from the end of Run.begin_epoch to the end of the epoch's last Run.after_step, which every
+    # routine calls after each optimizer step (after loss.item(), a sync point on a GPU).
+    begin_epoch, after_step, end_epoch = common.Run.begin_epoch, common.Run.after_step, common.Run.end_epoch
 
     def begin_epoch_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = begin_epoch(self, *args, **kwargs)
-        _EPOCH_MARK[0] = time.process_time()
+        _EPOCH_MARK[:] = [time.process_time(), time.perf_counter(), time.process_time()]
+        return result
+
+    def after_step_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = after_step(self, *args, **kwargs)
+        _LAST_STEP[:] = [time.perf_counter(), time.process_time()]
         return result
 
     def end_epoch_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         EPOCH_CPU.append(time.process_time() - _EPOCH_MARK[0])
+        TRAIN_SPANS.append((_LAST_STEP[0] - _EPOCH_MARK[1], _LAST_STEP[1] - _EPOCH_MARK[2]))
         return end_epoch(self, *args, **kwargs)
 
-    common.Run.begin_epoch, common.Run.end_epoch = begin_epoch_timed, end_epoch_timed
+    common.Run.begin_epoch, common.Run.after_step = begin_epoch_timed, after_step_timed
+    common.Run.end_epoch = end_epoch_timed
     return found
 
 
@@ -208,66 +237,90 @@ class Measure:
     epoch_seconds: list[float]
     epoch_cpu: list[float]
     val_dice: float
-    data_wait: float = math.nan
-    train_seconds: float = math.nan
+    train_seconds: float  # the training parts of the epochs (see the module's docstring), wall and CPU
+    train_cpu: float
+    data_wait: float = math.nan  # seconds blocked in next(iter(loader)) (bare loop only)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_step(self) -> float:
-        return self.wall / self.steps
+        """Wall seconds per training step."""
+        return self.train_seconds / self.steps
 
     @property
     def cpu_per_step(self) -> float:
+        """CPU seconds per training step."""
+        return self.train_cpu / self.steps
+
+    @property
+    def run_per_step(self) -> float:
+        """Wall seconds of the whole run per step."""
+        return self.wall / self.steps
+
+    @property
+    def run_cpu_per_step(self) -> float:
+        """CPU seconds of the whole run per step."""
         return self.cpu / self.steps
-
-    @property
-    def steady_per_step(self) -> float:
-        """Seconds per step of epochs 2..N (NaN with one epoch)."""
-        return self._after_first(self.epoch_seconds)
-
-    @property
-    def steady_cpu_per_step(self) -> float:
-        """CPU seconds per step of epochs 2..N (NaN with one epoch)."""
-        return self._after_first(self.epoch_cpu)
-
-    def _after_first(self, per_epoch: list[float]) -> float:
-        if len(per_epoch) < 2:
-            return math.nan
-        return sum(per_epoch[1:]) / (self.steps * (len(per_epoch) - 1) / len(per_epoch))
 
     @property
     def outside_epochs(self) -> float:
         return self.wall - sum(self.epoch_seconds)
 
 
-def bare_loop(config: dict[str, Any]) -> Measure:
-    """The same training, written the shortest way: no records, no checks, no checkpoints."""
+def project_loader_kwargs(config: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader settings of a project's run (common.build_loaders): pinned memory on CUDA, then the config's."""
+    from config.device import get_device
+
+    return {"pin_memory": get_device(config["DEVICE"]).type == "cuda", **config["DATA_LOADER_CONFIG"]}
+
+
+def project_loader_differs(config: dict[str, Any]) -> bool:
+    """Whether the project's DataLoader settings differ from torch's defaults in more than the batch size."""
+    import inspect
+
+    from torch.utils.data import DataLoader
+
+    defaults = {name: p.default for name, p in inspect.signature(DataLoader).parameters.items()}
+    return any(defaults.get(k) != v for k, v in project_loader_kwargs(config).items() if k != "batch_size")
+
+
+def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Measure:
+    """The same training, written the shortest way: no records, no checks, no checkpoints.
+
+    ``torch_loader_defaults``: DataLoaders with torch's defaults (only the batch size from the config, no pinned
+    memory) instead of the project's settings, to see what the data pipeline costs with each.
+    """
     import torch
     from config.device import get_device
     from torch.utils.data import DataLoader
-    from training.common import build_datasets  # the same split and augmentation
+    from training.common import autocast_dtype, build_datasets  # the same split and augmentation, the same dtype
     from utils.torchutils import set_seed
 
     start, cpu_start = time.perf_counter(), time.process_time()
     set_seed(config["SEED"])
     device = get_device(config["DEVICE"])
     train_set, val_set = build_datasets(config)
-    loader_kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
+    loader_kwargs = project_loader_kwargs(config)
+    if torch_loader_defaults:
+        loader_kwargs = {"batch_size": config["DATA_LOADER_CONFIG"].get("batch_size", 1)}
     order = torch.Generator()
     train_loader = DataLoader(train_set, shuffle=True, generator=order, **loader_kwargs)
     val_loader = DataLoader(val_set, shuffle=False, **loader_kwargs)
-    model = config["MODEL"](**config["MODEL_CONFIG"]).to(device)
+    layout = torch.channels_last if config["CHANNELS_LAST"] else torch.preserve_format
+    model = config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=layout)
     optimizer = config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
     scheduler = None
     if config["SCHEDULER"] is not None:
         scheduler = config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
     loss_fn = config["LOSS"]() if isinstance(config["LOSS"], type) else config["LOSS"]
     metrics = config["METRICS"]
+    dtype = autocast_dtype(config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    steps, data_wait, train_seconds, epoch_seconds, epoch_cpu, val = 0, 0.0, 0.0, [], [], {}
+    steps, data_wait, train_seconds, train_cpu, epoch_seconds, epoch_cpu, val = 0, 0.0, 0.0, 0.0, [], [], {}
     for epoch in range(1, config["EPOCHS"] + 1):
-        epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (common.set_epoch)
+        epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         model.train()
         batches = iter(train_loader)
         while True:
@@ -277,22 +330,31 @@ def bare_loop(config: dict[str, Any]) -> Measure:
             except StopIteration:
                 break
             data_wait += time.perf_counter() - fetch_start
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            loss = loss_fn(model(images), masks)
+            images = images.to(device, non_blocking=True, memory_format=layout)
+            masks = masks.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model(images), masks)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if config["GRAD_CLIP"]:
+                scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config["GRAD_CLIP"])
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             loss.item()  # what any loop does to show or average its loss (and a sync point on a GPU)
             steps += 1
-        train_seconds += time.perf_counter() - epoch_start
+            step_end, step_cpu_end = time.perf_counter(), time.process_time()
+        train_seconds += step_end - epoch_start
+        train_cpu += step_cpu_end - epoch_cpu_start
         model.eval()
         totals, count = dict.fromkeys(["loss", *metrics], 0.0), 0
         with torch.no_grad():
             for images, masks in val_loader:
-                images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-                logits = model(images)
+                images = images.to(device, non_blocking=True, memory_format=layout)
+                masks = masks.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    logits = model(images)
+                logits = logits.float()
                 totals["loss"] += loss_fn(logits, masks).item() * len(images)
                 for name, metric in metrics.items():
                     totals[name] += metric(logits, masks).item() * len(images)
@@ -303,7 +365,8 @@ def bare_loop(config: dict[str, Any]) -> Measure:
         epoch_seconds.append(time.perf_counter() - epoch_start)
         epoch_cpu.append(time.process_time() - epoch_cpu_start)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return Measure(wall, cpu, steps, epoch_seconds, epoch_cpu, val.get("dice", math.nan), data_wait, train_seconds)
+    dice = val.get("dice", math.nan)
+    return Measure(wall, cpu, steps, epoch_seconds, epoch_cpu, dice, train_seconds, train_cpu, data_wait)
 
 
 def routine_run(module: Any, config: dict[str, Any], run_dir: Path, steps_per_epoch: int) -> Measure:
@@ -317,18 +380,21 @@ def routine_run(module: Any, config: dict[str, Any], run_dir: Path, steps_per_ep
     config = copy.deepcopy(config)
     SPENT.clear()
     EPOCH_CPU.clear()
+    TRAIN_SPANS.clear()
     start, cpu_start = time.perf_counter(), time.process_time()
     result = module.train(config, global_config)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    spent, epoch_cpu = dict(SPENT), list(EPOCH_CPU)
+    spent, epoch_cpu, spans = dict(SPENT), list(EPOCH_CPU), list(TRAIN_SPANS)
     if result.status != "completed":
         raise RuntimeError(f"run {result.run_name} {result.status}: {result.error}")
     history = pd.read_csv(result.run_dir / "history.csv")
     if len(history) != config["EPOCHS"]:
         raise RuntimeError(f"run {result.run_name} trained {len(history)} epochs, not {config['EPOCHS']}")
     steps = len(history) * steps_per_epoch
+    train_seconds, train_cpu = (sum(span[i] for span in spans) for i in (0, 1))
+    dice = float(history["val_dice"].iloc[-1])
     return Measure(
-        wall, cpu, steps, history["seconds"].tolist(), epoch_cpu, float(history["val_dice"].iloc[-1]), extra=spent
+        wall, cpu, steps, history["seconds"].tolist(), epoch_cpu, dice, train_seconds, train_cpu, extra=spent
     )
 
 
@@ -346,8 +412,8 @@ def measure(name: str, modules: dict[str, Any], config: dict[str, Any], run_dir:
     torch.set_num_threads(THREADS)  # again, in case a framework changed it
     gc.collect()
     with quiet():
-        if name == "bare":
-            return bare_loop(config)
+        if name in ("bare", DEFAULTS):
+            return bare_loop(config, torch_loader_defaults=name == DEFAULTS)
         return routine_run(modules[name], config, run_dir, steps_per_epoch)
 
 
@@ -371,30 +437,30 @@ def _num(value: float, digits: int) -> str:
 
 
 def report(names: list[str], runs: dict[str, list[Measure]]) -> list[dict[str, Any]]:
-    """One row per variant: medians over rounds; ratios and differences to the bare run of the same round."""
+    """One row per variant: medians over rounds; ratios to the bare run of the same round, with their spread."""
     bare = runs["bare"]
+
+    def ratios(mine: list[Measure], attribute: str) -> list[float]:
+        return [getattr(m, attribute) / getattr(b, attribute) for m, b in zip(mine, bare, strict=True)]
+
     rows = []
     for name in names:
         mine = runs[name]
-        ratios = [m.per_step / b.per_step for m, b in zip(mine, bare, strict=True)]
-        extra_ms = [1000 * (m.per_step - b.per_step) for m, b in zip(mine, bare, strict=True)]
-        steady = [m.steady_per_step / b.steady_per_step for m, b in zip(mine, bare, strict=True)]
-        steady_cpu = [m.steady_cpu_per_step / b.steady_cpu_per_step for m, b in zip(mine, bare, strict=True)]
-        cpu = [m.cpu_per_step / b.cpu_per_step for m, b in zip(mine, bare, strict=True)]
+        step, step_cpu = ratios(mine, "per_step"), ratios(mine, "cpu_per_step")
+        run, run_cpu = ratios(mine, "run_per_step"), ratios(mine, "run_cpu_per_step")
         rows.append(
             {
                 "routine": name,
                 "s_per_step": _median([m.per_step for m in mine]),
-                "ratio": _median(ratios),
-                "spread": _spread(ratios),
-                "extra_ms_per_step": _median(extra_ms),
-                "cpu_ratio": _median(cpu),
-                "cpu_spread": _spread(cpu),
-                "steady_s_per_step": _median([m.steady_per_step for m in mine]),
-                "steady_ratio": _median(steady),
-                "steady_spread": _spread(steady),
-                "steady_cpu_ratio": _median(steady_cpu),
-                "steady_cpu_spread": _spread(steady_cpu),
+                "step_ratio": _median(step),
+                "step_spread": _spread(step),
+                "step_cpu_ratio": _median(step_cpu),
+                "step_cpu_spread": _spread(step_cpu),
+                "s_per_run": _median([m.wall for m in mine]),
+                "run_ratio": _median(run),
+                "run_spread": _spread(run),
+                "run_cpu_ratio": _median(run_cpu),
+                "run_cpu_spread": _spread(run_cpu),
                 "outside_epochs_s": _median([m.outside_epochs for m in mine]),
                 "val_dice": _median([m.val_dice for m in mine]),
             }
@@ -405,14 +471,15 @@ def report(names: list[str], runs: dict[str, list[Measure]]) -> list[dict[str, A
 COLUMNS = (  # (header, key, digits): the table is Markdown, ready for docs/routines.md
     ("routine", "routine", None),
     ("s/step", "s_per_step", 4),
-    ("ratio", "ratio", 2),
-    ("spread", "spread", None),
-    ("CPU ratio", "cpu_ratio", 2),
-    ("CPU spread", "cpu_spread", None),
-    ("s/step, epochs 2..N", "steady_s_per_step", 4),
-    ("ratio 2..N", "steady_ratio", 2),
-    ("CPU ratio 2..N", "steady_cpu_ratio", 2),
-    ("CPU spread 2..N", "steady_cpu_spread", None),
+    ("step ratio", "step_ratio", 2),
+    ("spread", "step_spread", None),
+    ("CPU step ratio", "step_cpu_ratio", 2),
+    ("CPU spread", "step_cpu_spread", None),
+    ("s/run", "s_per_run", 2),
+    ("run ratio", "run_ratio", 2),
+    ("spread", "run_spread", None),
+    ("CPU run ratio", "run_cpu_ratio", 2),
+    ("CPU spread", "run_cpu_spread", None),
     ("s outside epochs", "outside_epochs_s", 2),
     ("val dice", "val_dice", 3),
 )
@@ -472,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.common import build_datasets
 
         train_set, val_set = build_datasets(config)
+        loader_differs = project_loader_differs(config)
         steps_per_epoch = len(DataLoader(train_set, **config["DATA_LOADER_CONFIG"]))
         model = config["MODEL"](**config["MODEL_CONFIG"])
         shape = ", ".join(f"{k}={v}" for k, v in config["MODEL_CONFIG"].items() if k in ("bulk_ch", "n_recursions"))
@@ -479,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"routine overhead, {datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}")
         print(
             f"  python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPU cores, "
-            f"torch threads {THREADS} (the same for every run), device {args.device}"
+            f"torch threads {THREADS} (the same for every run), device {args.device}, MIXED_PRECISION "
+            f"{config['MIXED_PRECISION']}, CHANNELS_LAST {config['CHANNELS_LAST']}"
         )
         print(
             f"  {config['MODEL'].__name__}({shape}; {sum(p.numel() for p in model.parameters()):,} parameters) "
@@ -495,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: skipped ({why})")
         sys.stdout.flush()
 
-        variants = ["bare", *names]
+        variants = ["bare", *names, *([DEFAULTS] if loader_differs else [])]
         counter = 0
 
         def one(name: str, cfg: dict[str, Any]) -> Measure:
@@ -532,29 +601,40 @@ def main(argv: list[str] | None = None) -> int:
             bare = runs["bare"][-1]
             line = "  ".join(f"{n} {runs[n][-1].per_step / bare.per_step:.2f}" for n in names)
             print(
-                f"  round {round_index + 1}/{args.rounds}: bare {bare.per_step:.4f} s/step; ratios {line}", flush=True
+                f"  round {round_index + 1}/{args.rounds}: bare {bare.per_step:.4f} s/step; step ratios {line}",
+                flush=True,
             )
 
-    rows = report(variants, runs)
+    rows = report(["bare", *names], runs)
     print()
     print_table(rows)
     print()
     print_parts(names, runs, parts)
-    bare_runs = runs["bare"]
-    wait_share = _median([m.data_wait / m.train_seconds for m in bare_runs])
     print()
+    wait_share = _median([m.data_wait / m.train_seconds for m in runs["bare"]])
+    settings = ", ".join(f"{k}={v}" for k, v in project_loader_kwargs(config).items())
     print(
-        f"bare loop: {100 * wait_share:.0f}% of its training time blocked in next(iter(loader)) "
-        f"(DataLoader num_workers={config['DATA_LOADER_CONFIG'].get('num_workers', 0)}, the project's default)"
+        f"bare loop: {100 * wait_share:.0f}% of its training time blocked in next(iter(loader)) with the project's "
+        f"DataLoader settings ({settings})"
     )
+    defaults_share = wait_share
+    if loader_differs:
+        defaults_share = _median([m.data_wait / m.train_seconds for m in runs[DEFAULTS]])
+        step = _median([m.per_step for m in runs[DEFAULTS]])
+        print(
+            f"bare loop: {100 * defaults_share:.0f}% with torch's DataLoader defaults (batch_size only; "
+            f"{step:.4f} s/step)"
+        )
+    else:
+        print("  (torch's DataLoader defaults are the same settings but for batch_size)")
     if import_seconds:
         print("import, once per process: " + ", ".join(f"{n} {s:.2f} s" for n, s in import_seconds.items()))
     print(
-        "s/step: wall time of the whole run / optimizer steps (median over rounds); ratio: to the bare loop of the "
-        "same round (median, min-max);\nCPU ratio: the same with this process's CPU seconds, which other work on a "
-        "busy machine inflates less;\n2..N: the epochs' own time (history.csv's seconds) without the first epoch; "
-        "s outside epochs: wall seconds a run spends\noutside its epochs (build, preflight checks, records, plots, "
-        "checkpoints)."
+        "s/step: seconds per training step (the training part of the epochs over the steps; median over rounds); "
+        "step ratio: to the bare\nloop of the same round (median, then min-max); CPU: the same with this process's "
+        "CPU seconds, which other work on a busy\nmachine inflates less; s/run, run ratio: the whole run (building, "
+        "validation, records, checkpoints, plots included);\ns outside epochs: wall seconds a run spends outside "
+        "its epochs (build, preflight checks, records, plots, checkpoints)."
     )
     print(f"total {time.perf_counter() - clock:.0f} s")
     if args.json is not None:
@@ -565,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps_per_run": args.epochs * steps_per_epoch,
             "rows": rows,
             "data_wait_share": wait_share,
+            "data_wait_share_torch_defaults": defaults_share,
             "import_seconds": import_seconds,
             "skipped": skipped,
             "runs": {n: [m.__dict__ for m in ms] for n, ms in runs.items()},

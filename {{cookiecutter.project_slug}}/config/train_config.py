@@ -33,6 +33,8 @@ TRAIN_CONFIG = {
     "DATASET_CONFIG": {"n_samples": 640, "size": 64, "seed": 0},
     "VAL_FRACTION": 0.2,
     "TRAIN_TRANSFORM": RandomFlipRotate(),
+    # num_workers 0: SyntheticShapes draws a batch in a few ms. Data read from disk and augmented wants workers
+    # (e.g. 4); on CUDA the routines pin memory and copy batches without blocking.
     "DATA_LOADER_CONFIG": {"batch_size": 16, "num_workers": 0},
     "OPTIMIZER": optim.AdamW,
     "OPTIMIZER_CONFIG": {"lr": 3e-3, "weight_decay": 1e-4},
@@ -41,7 +43,12 @@ TRAIN_CONFIG = {
     "LOSS": dice_bce,
     "METRICS": {"dice": dice, "iou": iou},
     "EPOCHS": 8,
+    # GPU speed-ups, all off by default. MIXED_PRECISION: True (fp16 with loss scaling on CUDA, bf16 elsewhere),
+    # "bf16" or "fp16" (CUDA only). CHANNELS_LAST: the NHWC memory layout that tensor cores prefer. COMPILE: True or
+    # a dict of torch.compile kwargs, e.g. {"mode": "max-autotune"}; the first steps then take longer (compilation).
     "MIXED_PRECISION": False,
+    "CHANNELS_LAST": False,
+    "COMPILE": False,
     "GRAD_CLIP": 1.0,
     "EARLY_STOPPING": {"patience": 5, "min_delta": 0.0},
     "CHECKPOINT_METRIC": "val_dice",

@@ -38,6 +38,9 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
         ({"EARLY_STOPPING": {"patience": 0}}, "EARLY_STOPPING: patience must be an int >= 1"),
         ({"METRICS": {"dice": "dice"}}, "metric 'dice' is not callable"),
         ({"VAL_FRACTION": 1.5}, "VAL_FRACTION: must be between 0 and 1"),
+        ({"CHANNELS_LAST": 1}, "CHANNELS_LAST: expected True or False, got int"),
+        ({"COMPILE": "max-autotune"}, "COMPILE: expected False, True or a dict of torch.compile keyword arguments"),
+        ({"COMPILE": {"modes": "max-autotune"}}, "COMPILE: got an unexpected keyword argument 'modes'"),
     ],
 )
 def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, message: str) -> None:
@@ -93,13 +96,32 @@ def test_global_config_reads_env_overrides_and_creates_dirs_on_use(
 
 def test_get_device_cpu_and_auto() -> None:
     assert get_device("cpu") == torch.device("cpu")
-    assert get_device("auto").type in ("cpu", "cuda", "mps")
+    # auto prefers CUDA, then MPS, then the CPU
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert get_device(" Auto ").type == expected
 
 
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "cuda:1"])
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_get_device_refuses_missing_cuda() -> None:
-    with pytest.raises(DeviceError, match="'cuda:1' requested but CUDA is not available"):
-        get_device("cuda:1")
+def test_get_device_refuses_missing_cuda(name: str) -> None:
+    with pytest.raises(DeviceError, match=f"'{name}' requested but CUDA is not available"):
+        get_device(name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_get_device_gives_cuda_and_its_index_and_refuses_a_missing_index() -> None:
+    count = torch.cuda.device_count()
+    assert get_device("auto") == torch.device("cuda")
+    assert get_device("CUDA") == torch.device("cuda")
+    assert get_device(f"cuda:{count - 1}") == torch.device("cuda", count - 1)
+    with pytest.raises(DeviceError, match=f"this machine has {count} CUDA device"):
+        get_device(f"cuda:{count}")
+
+
+@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs Apple MPS")
+def test_get_device_gives_mps() -> None:
+    assert get_device("mps") == torch.device("mps")
+    assert get_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "mps")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without MPS")

@@ -85,6 +85,8 @@ def test_sigterm_interrupts_the_run_and_resume_finishes_it_as_if_uninterrupted(
     assert row["status"] == "interrupted" and 1 <= done < 4
     assert f"continue it with: python train.py --routine {routine} --config {config_file} --resume {run_name}" in stderr
     assert load_checkpoint(global_config.WEIGHT_DIR / run_name / "last.pt")["epoch"] == done
+    run_dir = global_config.LOG_DIR / run_name  # curves.png drawn after the last epoch recorded
+    assert (run_dir / "curves.png").stat().st_mtime_ns >= (run_dir / "history.csv").stat().st_mtime_ns
 
     # Resume (fast now), then train the same config without interruption, and compare.
     monkeypatch.delenv("SLOW_SAMPLE_S", raising=False)
@@ -98,6 +100,7 @@ def test_sigterm_interrupts_the_run_and_resume_finishes_it_as_if_uninterrupted(
     )
     history = pd.read_csv(global_config.LOG_DIR / run_name / "history.csv")
     assert history["epoch"].tolist() == [1, 2, 3, 4] and resumed["epoch"] == straight["epoch"] == 4
+    assert (run_dir / "curves.png").stat().st_mtime_ns >= (run_dir / "history.csv").stat().st_mtime_ns
     if routine == "fastai":  # the design asks the same epochs and a dice within 0.03 of fastai
         assert abs(experiments["final_val_dice"][0] - experiments["final_val_dice"][1]) <= 0.03
     else:

@@ -175,13 +175,6 @@ def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalCo
     assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 2
 
 
-def test_fp16_on_cpu_is_refused_before_anything_is_written(tiny_config: dict, global_config: GlobalConfig) -> None:
-    tiny_config["MIXED_PRECISION"] = "fp16"
-    with pytest.raises(ConfigError, match="needs a CUDA device"):
-        pytorch_training.train(tiny_config, global_config)
-    assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
-
-
 def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config["SCHEDULER_CONFIG"] = {"T_max": 3}
     straight = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config)

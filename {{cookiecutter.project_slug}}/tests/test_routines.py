@@ -1,6 +1,7 @@
 """What every routine of the project does the same way, checked on each of them."""
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
+import predict
 from config.config import GlobalConfig
+from models.unet import UNet
 from train import ROUTINES
+from training.schema import ConfigError
 from utils.loss import dice_bce
 
 
@@ -33,6 +37,52 @@ def test_bf16_mixed_precision_on_cpu_trains(routine: str, tiny_config: dict, glo
     result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     assert result.status == "completed" and np.isfinite(result.final["train_loss"])
     assert not torch.is_autocast_enabled("cpu")  # the run's autocast is closed again
+
+
+@pytest.mark.parametrize("routine", ROUTINES)
+def test_fp16_on_cpu_is_refused_before_anything_is_written(
+    routine: str, tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    tiny_config["MIXED_PRECISION"] = "fp16"
+    with pytest.raises(ConfigError, match="MIXED_PRECISION='fp16' needs a CUDA device"):
+        importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
+    assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
+
+
+@pytest.mark.parametrize("routine", ROUTINES)
+def test_channels_last_trains_and_its_checkpoint_predicts(
+    routine: str, tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    tiny_config.update(EPOCHS=1, CHANNELS_LAST=True)
+    result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
+    assert result.status == "completed" and np.isfinite(result.final["train_loss"])
+    weights = torch.load(result.weight_dir / "last.pt", weights_only=True)["model"]
+    assert weights["head.0.weight"].is_contiguous(memory_format=torch.channels_last)  # trained in that layout
+    model, _ = predict.load_model(result.weight_dir / "best.pt", torch.device("cpu"))
+    mask = predict.predict_mask(
+        model, np.random.default_rng(0).random((1, 32, 32), dtype=np.float32), torch.device("cpu")
+    )
+    assert mask.shape == (32, 32)
+
+
+@pytest.mark.parametrize("routine", ROUTINES)
+def test_compile_trains_with_the_compiled_model_and_saves_plain_keys(
+    routine: str, tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    graphs = []
+
+    def recording_backend(graph: torch.fx.GraphModule, _example_inputs: list) -> Callable:
+        graphs.append(graph)  # torch.compile hands the traced forward here: the model was compiled
+        return graph.forward  # run it as it is (eager): fast in a test, unlike inductor's C++ build
+
+    tiny_config.update(EPOCHS=1, COMPILE={"backend": recording_backend})
+    result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
+    assert result.status == "completed" and np.isfinite(result.final["train_loss"])
+    assert graphs, "torch.compile's backend was never called"
+    checkpoint = torch.load(result.weight_dir / "last.pt", weights_only=True)
+    assert set(checkpoint["model"]) == set(UNet(**tiny_config["MODEL_CONFIG"]).state_dict())  # no _orig_mod.
+    model, _ = predict.load_model(result.weight_dir / "last.pt", torch.device("cpu"))
+    assert not any(key.startswith("_orig_mod") for key in model.state_dict())
 
 
 @pytest.mark.parametrize("routine", ROUTINES)

@@ -111,8 +111,23 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
 
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
-    """MODEL(**MODEL_CONFIG) on ``device``."""
-    return config["MODEL"](**config["MODEL_CONFIG"]).to(device)
+    """MODEL(**MODEL_CONFIG) on ``device``, in channels-last memory format if CHANNELS_LAST (not compiled yet)."""
+    return config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=memory_format(config))
+
+
+def memory_format(config: dict[str, Any]) -> torch.memory_format:
+    """The memory format of the model's weights and of image batches: channels-last if CHANNELS_LAST."""
+    return torch.channels_last if config["CHANNELS_LAST"] else torch.preserve_format
+
+
+def compile_model(config: dict[str, Any], model: nn.Module) -> None:
+    """COMPILE: compile the model's forward in place with torch.compile (True: its defaults; a dict: its kwargs).
+
+    In place (``nn.Module.compile``) rather than ``torch.compile(model)``: the model stays the same object, so every
+    framework gets it as it is, and its state_dict keeps its plain keys (no ``_orig_mod.``) for checkpoints.
+    """
+    if config["COMPILE"] is not False:
+        model.compile(**(config["COMPILE"] if isinstance(config["COMPILE"], dict) else {}))
 
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
@@ -298,6 +313,11 @@ class RunRecorder:
     :meth:`finish` once, whatever the outcome.
     """
 
+    # Drawing curves.png takes matplotlib 0.1 to 0.2 s. It is redrawn after an epoch only while drawing takes at most
+    # this share of the run's time: after every epoch when epochs are long, less often when they are short. finish()
+    # draws the last epochs of every run, completed, failed or interrupted.
+    CURVES_SHARE = 0.05
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -313,6 +333,8 @@ class RunRecorder:
         self.min_delta = float(min_delta)
         self.started_at = datetime.now()
         self.history: list[dict[str, float]] = []
+        # epochs in curves.png, seconds spent drawing it, and what one drawing takes (a guess until the first)
+        self._curves_epochs, self._curves_seconds, self._curves_cost = 0, 0.0, 0.2
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         if checkpoint is None:
@@ -403,7 +425,9 @@ class RunRecorder:
         append_history(self.history_csv, row)
         if self.tensorboard is not None:
             self.tensorboard.log_epoch(row)
-        plot_history(self.history_csv, self.run_dir / "curves.png")
+        elapsed = time.perf_counter() - self._clock
+        if self._curves_seconds + self._curves_cost <= self.CURVES_SHARE * elapsed:
+            self.draw_curves()
         improved = self.is_better(val[self.metric])
         if improved:
             self.best_value, self.best_epoch = val[self.metric], epoch
@@ -412,6 +436,15 @@ class RunRecorder:
             "epoch %d/%d  %s  %.1fs%s", epoch, self.config["EPOCHS"], values, seconds, "  (best)" if improved else ""
         )
         return improved
+
+    def draw_curves(self) -> None:
+        """Draw curves.png from history.csv, unless it already shows every recorded epoch."""
+        if not self.history or self._curves_epochs == len(self.history):
+            return
+        start = time.perf_counter()
+        plot_history(self.history_csv, self.run_dir / "curves.png")
+        self._curves_cost = time.perf_counter() - start
+        self._curves_epochs, self._curves_seconds = len(self.history), self._curves_seconds + self._curves_cost
 
     def should_stop(self) -> bool:
         """Early stopping: no improvement of the checkpoint metric for ``patience`` epochs."""
@@ -468,6 +501,10 @@ class RunRecorder:
             # One line, whatever the framework made of the message (fastai adds its own lines around it).
             error=None if error is None else " ".join(f"{type(error).__name__}: {error}".split()),
         )
+        try:
+            self.draw_curves()
+        except Exception as err:  # pylint: disable=broad-exception-caught  # a plot must not cost the run's row
+            LOGGER.warning("run %s: curves.png not drawn: %s", self.run_name, err)
         self._write_experiment(status, result)
         if status == "interrupted":
             LOGGER.warning(
@@ -656,6 +693,7 @@ class Run:
         set_seed(config["SEED"])
         self.device = get_device(config["DEVICE"])
         self.dtype = autocast_dtype(config, self.device)
+        self.memory_format = memory_format(config)
         self.train_loader, self.val_loader = build_loaders(config, self.device)
         self.model = build_model(config, self.device)
         self.optimizer = build_optimizer(config, self.model)
@@ -667,8 +705,8 @@ class Run:
         self.metrics: dict[str, Callable] = config["METRICS"]
         with torch.random.fork_rng():  # the batches taken for checks and images must not shift training's RNG
             images, masks = next(iter(self.train_loader))
-            self.val_images, self.val_masks = (t[:4].to(self.device) for t in next(iter(self.val_loader)))
-        images, masks = images.to(self.device), masks.to(self.device)
+            self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
+        images, masks = self.to_device(images, masks)
         preflight_checks(config, self.model, images, masks, self.loss_fn, self.device)
         # resume
         checkpoint = load_for_resume(resume, global_config, routine) if resume is not None else None
@@ -682,6 +720,8 @@ class Run:
             with self.guard(), torch.random.fork_rng():  # the run's row exists now: record a failure here too
                 self.tensorboard.log_inputs(images, masks)
                 self.tensorboard.log_graph(self.model, images[:1])
+        # Compiled last: the checks above and the graph are taken from the plain model, in eager mode.
+        compile_model(config, self.model)
         self.step = (self.start_epoch - 1) * len(self.train_loader)
         self._epoch_started, self._epoch_lr = 0.0, 0.0
 
@@ -724,10 +764,17 @@ class Run:
         if self.scheduler is not None:
             self.scheduler.base_lrs = [lr] * len(self.optimizer.param_groups)
 
+    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the run's device, images in the model's memory format.
+
+        Non-blocking copies: on CUDA, from the loaders' pinned memory, the copy overlaps with the work queued before.
+        """
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return images, masks.to(self.device, non_blocking=True)
+
     def train_step(self, images: torch.Tensor, masks: torch.Tensor) -> float:
         """One optimisation step on one batch; returns its loss (the mean over its samples)."""
-        images = images.to(self.device, non_blocking=True)
-        masks = masks.to(self.device, non_blocking=True)
+        images, masks = self.to_device(images, masks)
         with autocast(self.device, self.dtype):
             loss = self.loss_fn(self.model(images), masks)
         check_finite(loss, "training loss")
@@ -767,7 +814,7 @@ class Run:
         was_training = self.model.training
         self.model.eval()
         with autocast(self.device, self.dtype):
-            logits = self.model(images)
+            logits = self.model(images.to(memory_format=self.memory_format))
         self.model.train(was_training)
         return logits.float()
 

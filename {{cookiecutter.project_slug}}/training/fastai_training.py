@@ -49,6 +49,20 @@ class RunDataLoaders(DataLoaders):
         self._device = run.device
 
 
+class RunLearner(Learner):
+    """fastai's Learner, with each batch put on the device as the other routines do: ``run.to_device`` copies without
+    blocking (from pinned memory on CUDA) and gives images the model's memory format (CHANNELS_LAST). fastai's own
+    copy blocks and keeps the loader's layout.
+    """
+
+    def __init__(self, run: Run, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.training_run = run
+
+    def _set_device(self, b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.training_run.to_device(*b)
+
+
 class NamedMetric(AvgMetric):
     """fastai's AvgMetric (batch values weighted by batch size: the mean over samples) named after its METRICS key."""
 
@@ -188,7 +202,8 @@ def build_learner(run: Run) -> Learner:
         callbacks.append(AutocastCallback(run))
     if run.config["GRAD_CLIP"]:
         callbacks.append(GradientClip(max_norm=run.config["GRAD_CLIP"]))  # clip_grad_norm_, as in the raw routine
-    learn = Learner(
+    learn = RunLearner(
+        run,
         RunDataLoaders(run),
         run.model,
         loss_func=run.loss_fn,

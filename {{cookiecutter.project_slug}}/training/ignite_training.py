@@ -95,7 +95,7 @@ def find_lr(run: Run) -> None:
         return
 
     def range_test_step(_engine: Engine, batch: Batch) -> float:
-        images, masks = (tensor.to(run.device, non_blocking=True) for tensor in batch)
+        images, masks = run.to_device(*batch)
         with autocast(run.device, run.dtype):
             loss = run.loss_fn(run.model(images), masks)
         if not torch.isfinite(loss):

@@ -41,8 +41,7 @@ def evaluate(run: Run) -> dict[str, float]:
     totals = dict.fromkeys(["val_loss", *(f"val_{name}" for name in run.metrics)], 0.0)
     count = 0
     for images, masks in run.val_loader:
-        images = images.to(run.device, non_blocking=True)
-        masks = masks.to(run.device, non_blocking=True)
+        images, masks = run.to_device(images, masks)
         with autocast(run.device, run.dtype):
             logits = run.model(images)
         logits = logits.float()

@@ -131,6 +131,14 @@ def _emails(value: Any) -> str | None:
     return check_notify_setup(value)
 
 
+def _compile(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return f"expected False, True or a dict of torch.compile keyword arguments, got {type(value).__name__}"
+    return _signature_problem(torch.compile, value, 1)
+
+
 REQUIRED = object()
 
 
@@ -193,6 +201,18 @@ SCHEMA: dict[str, Key] = {
     "MIXED_PRECISION": Key(
         "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16' (CUDA only)",
         _one_of(False, True, "bf16", "fp16"),
+        False,
+    ),
+    "CHANNELS_LAST": Key(
+        "model and image batches in channels-last memory format (faster convolutions with mixed precision on recent "
+        "GPUs, and on some CPUs)",
+        _is_bool,
+        False,
+    ),
+    "COMPILE": Key(
+        "torch.compile the model: False | True | a dict of torch.compile kwargs, e.g. {'mode': 'max-autotune'} "
+        "(the first steps then take longer: compilation)",
+        _compile,
         False,
     ),
     "GRAD_CLIP": Key("max gradient norm; None disables clipping", _optional(_all(_is_number, _positive)), None),
