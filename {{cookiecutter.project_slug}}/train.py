@@ -148,9 +148,10 @@ def run(args: argparse.Namespace) -> RunResult:
     if args.nproc_per_node is None:
         return module.train(config, get_global_config(), resume=args.resume)
     if routine not in SPAWNING_ROUTINES:
+        nproc = args.nproc_per_node
         raise ConfigError(
             f"--nproc-per-node is for the ignite routine; start the {routine} routine with "
-            f"torchrun --nproc_per_node={args.nproc_per_node} train.py ... (or make train-ddp NPROC={args.nproc_per_node})"
+            f"torchrun --nproc_per_node={nproc} train.py ... (or make train-ddp NPROC={nproc})"
         )
     return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
 

@@ -106,8 +106,8 @@ PROBE_CONFIG = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def probe(tmp_path: Path, global_config: GlobalConfig, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(name="probe")
+def probe_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with the probe module, its train.py and its config, on PYTHONPATH; PROBE_DIR collects its notes."""
     folder = tmp_path / "probe"
     folder.mkdir()

@@ -847,7 +847,7 @@ class Run:
         batches weighted by what they hold, as in a single process.
         """
         *sums, count = sum_over_ranks([*totals.values(), count], self.device)
-        return {key: value / count for key, value in zip(totals, sums)}
+        return {key: value / count for key, value in zip(totals, sums, strict=True)}
 
     def sync_buffers(self) -> None:
         """Before validation: every rank takes rank 0's buffers (BatchNorm statistics), which DDP sends only at the

@@ -142,7 +142,7 @@ def training(
     resume: str | Path | None,
     results: Any,
 ) -> None:
-    """One process's training, run by ``idist.Parallel``; puts the RunResult (rank 0's, on every rank) in ``results``."""
+    """One process's training, run by ``idist.Parallel``; puts its RunResult (rank 0's) in ``results``."""
     # build and resume
     run = Run(config, global_config, ROUTINE, resume, REFUSED)
     trainer, evaluator = create_trainer(run), create_evaluator(run)
