@@ -9,6 +9,7 @@ import ast
 import copy
 import importlib
 import logging
+import os
 import runpy
 import signal
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
-from training.common import LOGGER, Interrupted, RunResult
+from training.common import LOGGER, Interrupted, RunResult, close_distributed
 from training.schema import SCHEMA, ConfigError, import_object
 from utils.data.datasets import DataError
 from utils.torchutils import CheckpointError
@@ -27,6 +28,8 @@ USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError)
 CONSOLE = logging.StreamHandler()  # progress lines on stderr; each run also copies them to its train.log
 CONSOLE.setFormatter(logging.Formatter("%(message)s"))
 ROUTINES = sorted(path.stem.removesuffix("_training") for path in (ROOT_PATH / "training").glob("*_training.py"))
+# The routines that start their own processes (--nproc-per-node); the others run under torchrun.
+SPAWNING_ROUTINES = ("ignite",)
 
 
 def parse_value(text: str) -> Any:
@@ -118,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="continue a run: 'latest', a run name or a checkpoint path (default: a new run)",
     )
+    parser.add_argument(
+        "--nproc-per-node",
+        metavar="N",
+        type=int,
+        default=None,
+        help="ignite routine: train with N processes started by ignite.distributed (one per GPU; gloo on the CPU); "
+        "other routines: use torchrun --nproc_per_node=N train.py or make train-ddp NPROC=N (default: 1 process)",
+    )
     return parser
 
 
@@ -134,7 +145,15 @@ def run(args: argparse.Namespace) -> RunResult:
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
     module = importlib.import_module(f"training.{routine}_training")
-    return module.train(config, get_global_config(), resume=args.resume)
+    if args.nproc_per_node is None:
+        return module.train(config, get_global_config(), resume=args.resume)
+    if routine not in SPAWNING_ROUTINES:
+        nproc = args.nproc_per_node
+        raise ConfigError(
+            f"--nproc-per-node is for the ignite routine; start the {routine} routine with "
+            f"torchrun --nproc_per_node={nproc} train.py ... (or make train-ddp NPROC={nproc})"
+        )
+    return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
 
 
 def _stop_on_sigterm(signum: int, _frame: Any) -> None:
@@ -158,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        close_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:  # the run's summary once, from rank 0
+        return 0
     best = ", ".join(f"{key} {value:.4f}" for key, value in result.best.items())
     print(f"run {result.run_name} {result.status}: best epoch {result.best_epoch} ({best})")
     print(f"logs: {result.run_dir}\nweights: {result.weight_dir}")

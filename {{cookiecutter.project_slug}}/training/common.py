@@ -9,6 +9,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import os
 import platform
 import shlex
 import signal
@@ -25,8 +26,10 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, random_split
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
@@ -48,6 +51,74 @@ from utils.torchutils import (
 
 LOGGER = logging.getLogger("project")
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Distributed data parallel: torchrun (or Ignite's spawn) starts one process per device; rank 0 writes the files
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for ``device``: nccl between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, MASTER_ADDR, ...),
+    unless a framework has joined it already; return this process's device (``cuda:LOCAL_RANK`` on GPUs).
+
+    In a single process (no WORLD_SIZE above 1) nothing happens and ``device`` is returned as it is.
+    """
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return device
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigError(f"distributed training runs on CUDA (nccl) or on the CPU (gloo), not on {device}")
+        dist.init_process_group(backend_for(device))
+    if device.type == "cuda":  # one GPU a process, whatever index DEVICE names
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
+
+
+def check_distributed_config(config: dict[str, Any], world_size: int) -> None:
+    """Refuse what a run of several processes cannot do."""
+    if world_size > 1 and config["LR_FIND"]:
+        raise ConfigError(
+            "LR_FIND runs in a single process: find the lr with python train.py, then set OPTIMIZER_CONFIG.lr "
+            "(or ONE_CYCLE's max_lr) for the distributed run"
+        )
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of processes (0 and 1 outside distributed training)."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def broadcast_object(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself in a single process); every rank must call it."""
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sums of ``values`` over all ranks (``values`` in a single process); every rank must call it."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # on the GPU for nccl
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def close_distributed() -> None:
+    """Leave the process group, if this process joined one (torch warns at exit otherwise)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -87,11 +158,23 @@ def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     return train_set, val_set
 
 
-def build_loaders(config: dict[str, Any], device: torch.device) -> tuple[DataLoader, DataLoader]:
-    """DataLoaders over :func:`build_datasets`; call :func:`set_epoch` before each training epoch."""
+def build_loaders(
+    config: dict[str, Any], device: torch.device, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, DataLoader]:
+    """DataLoaders over :func:`build_datasets`; call :func:`set_epoch` before each training epoch.
+
+    With several processes, each loads its own shard, in batches of DATA_LOADER_CONFIG's batch_size (per process:
+    a step trains on world_size * batch_size samples). The training shards are padded to equal length, as DDP needs
+    the same number of steps on every rank; the validation shards are not, so that no sample counts twice.
+    """
     train_set, val_set = build_datasets(config)
     kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
-    train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+    if world_size == 1:
+        train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+    else:
+        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
+        train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
+        val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
     val_loader = DataLoader(val_set, shuffle=False, **kwargs)
     return train_loader, val_loader
 
@@ -108,6 +191,11 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     loader.generator = generator
     if isinstance(loader.sampler, torch.utils.data.RandomSampler):
         loader.sampler.generator = generator
+    elif isinstance(loader.sampler, DistributedSampler):
+        # It permutes with a generator seeded seed + epoch: the same permutation as one process draws, which the
+        # ranks then deal out in turn (a step of all ranks trains on the samples of one process's larger batch).
+        loader.sampler.seed = seed * 100_003
+        loader.sampler.set_epoch(epoch)
 
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
@@ -690,11 +778,13 @@ class Run:
     ) -> None:
         # build
         self.config = config = validate_config(config, refused)
-        set_seed(config["SEED"])
-        self.device = get_device(config["DEVICE"])
+        set_seed(config["SEED"])  # the same on every rank: DDP starts from rank 0's weights anyway
+        self.device = init_distributed(get_device(config["DEVICE"]))
+        self.rank, self.world_size = rank_and_world_size()
+        check_distributed_config(config, self.world_size)
         self.dtype = autocast_dtype(config, self.device)
         self.memory_format = memory_format(config)
-        self.train_loader, self.val_loader = build_loaders(config, self.device)
+        self.train_loader, self.val_loader = build_loaders(config, self.device, self.rank, self.world_size)
         self.model = build_model(config, self.device)
         self.optimizer = build_optimizer(config, self.model)
         self.scheduler = None
@@ -708,14 +798,25 @@ class Run:
             self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
         images, masks = self.to_device(images, masks)
         preflight_checks(config, self.model, images, masks, self.loss_fn, self.device)
-        # resume
-        checkpoint = load_for_resume(resume, global_config, routine) if resume is not None else None
-        if checkpoint is not None:
+        # resume: rank 0 reads the checkpoint and sends it to the others (other nodes may not see its disk)
+        checkpoint = None
+        if resume is not None:
+            checkpoint = broadcast_object(load_for_resume(resume, global_config, routine) if self.rank == 0 else None)
             check_resume_config(checkpoint, config)
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.scaler)
+        # Training steps go through DDP, which averages the gradients over the ranks; ``model`` stays the bare
+        # module, which checkpoints, predictions and TensorBoard use (so checkpoints are the same as in one process).
+        self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            device_ids = [self.device] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
         self._signals = _StopSignals()
-        self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint)
-        self.tensorboard = self.recorder.tensorboard
+        # Rank 0 alone writes the run's files and sends its e-mail; the other ranks have no recorder.
+        self.recorder: RunRecorder | None = None
+        if self.rank == 0:
+            self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint, self.world_size)
+        self.tensorboard = self.recorder.tensorboard if self.recorder is not None else None
+        self.start_epoch: int = broadcast_object(self.recorder.start_epoch if self.recorder is not None else None)
         if self.tensorboard is not None and checkpoint is None:
             with self.guard(), torch.random.fork_rng():  # the run's row exists now: record a failure here too
                 self.tensorboard.log_inputs(images, masks)
@@ -724,11 +825,6 @@ class Run:
         compile_model(config, self.model)
         self.step = (self.start_epoch - 1) * len(self.train_loader)
         self._epoch_started, self._epoch_lr = 0.0, 0.0
-
-    @property
-    def start_epoch(self) -> int:
-        """The first epoch still to train (1-based; greater than 1 after a resume)."""
-        return self.recorder.start_epoch
 
     @property
     def scheduler_per_step(self) -> bool:
@@ -776,7 +872,7 @@ class Run:
         """One optimisation step on one batch; returns its loss (the mean over its samples)."""
         images, masks = self.to_device(images, masks)
         with autocast(self.device, self.dtype):
-            loss = self.loss_fn(self.model(images), masks)
+            loss = self.loss_fn(self.train_model(images), masks)
         check_finite(loss, "training loss")
         backprop(loss, self.model, self.optimizer, self.scaler, self.config["GRAD_CLIP"])
         value = loss.item()
@@ -791,22 +887,46 @@ class Run:
         if self.tensorboard is not None:
             self.tensorboard.log_step(self.step, loss)
 
+    def mean_over_ranks(self, totals: dict[str, float], count: int) -> dict[str, float]:
+        """Sums over this rank's samples and their count -> the means over the samples of all ranks.
+
+        Summing sums and counts (rather than averaging each rank's mean) keeps uneven shards and short last
+        batches weighted by what they hold, as in a single process.
+        """
+        *sums, count = sum_over_ranks([*totals.values(), count], self.device)
+        return {key: value / count for key, value in zip(totals, sums, strict=True)}
+
+    def sync_buffers(self) -> None:
+        """Before validation: every rank takes rank 0's buffers (BatchNorm statistics), which DDP sends only at the
+        start of a training step; all ranks then validate the very model that rank 0's checkpoint holds.
+        """
+        if self.world_size > 1:
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, src=0)
+
     def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
-        """After validation: step an epoch schedule, record the epoch, write checkpoints; True means stop early."""
+        """After validation: step an epoch schedule, record the epoch, write checkpoints; True means stop early.
+
+        Every rank calls it with the same (reduced) values; rank 0 records, and its early-stopping decision is sent
+        to all ranks, so that they stop together.
+        """
         if self.scheduler is not None and not self.scheduler_per_step:
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                self.scheduler.step(val[self.recorder.metric])
+                self.scheduler.step(val[self.config["CHECKPOINT_METRIC"]])
             else:
                 self.scheduler.step()
         seconds = time.perf_counter() - self._epoch_started
-        with self._signals.held():
-            is_best = self.recorder.record_epoch(epoch, train_loss, val, self._epoch_lr, seconds)
-            if self.tensorboard is not None:
-                logits = self.predict(self.val_images)
-                self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, logits)
-            checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
-            self.recorder.save(checkpoint, is_best)
-        return self.recorder.should_stop()
+        stop = False
+        if self.recorder is not None:
+            with self._signals.held():
+                is_best = self.recorder.record_epoch(epoch, train_loss, val, self._epoch_lr, seconds)
+                if self.tensorboard is not None:
+                    logits = self.predict(self.val_images)
+                    self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, logits)
+                checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
+                self.recorder.save(checkpoint, is_best)
+            stop = self.recorder.should_stop()
+        return broadcast_object(stop)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -825,12 +945,14 @@ class Run:
             with self._signals.installed():
                 yield
         except KeyboardInterrupt as interrupt:
-            self.recorder.finish("interrupted", interrupt)
+            if self.recorder is not None:
+                self.recorder.finish("interrupted", interrupt)
             raise
         except Exception as error:
-            self.recorder.finish("failed", error)
+            if self.recorder is not None:
+                self.recorder.finish("failed", error)
             raise
 
     def finish(self) -> RunResult:
-        """Record the completed run and return its result."""
-        return self.recorder.finish("completed")
+        """Record the completed run and return its result (rank 0's, on every rank)."""
+        return broadcast_object(self.recorder.finish("completed") if self.recorder is not None else None)

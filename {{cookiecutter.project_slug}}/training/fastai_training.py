@@ -5,6 +5,12 @@ Building, resuming, checkpoints and records are shared (training/common.py). fas
 ``fit_one_cycle`` for ONE_CYCLE); the callbacks below hook the config's behaviour and the Run into its events:
 RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run, AutocastCallback does
 MIXED_PRECISION, and fastai's own GradientClip does GRAD_CLIP.
+
+Under ``torchrun --nproc_per_node=N train.py`` the Learner trains the Run's DDP-wrapped model on the Run's shards,
+exactly as the raw routine does, rather than through fastai's ``distrib_ctx``: in fastai 2.8.12 that needs the
+``accelerate`` package, re-shards and reshuffles the loaders with fastai's own RNG (other batches than the other
+routines, and no per-epoch seeding for resume), pads the validation set with repeated samples, converts BatchNorm to
+SyncBatchNorm (CUDA only) and broadcasts with ``.cuda()`` (so it fails on the CPU).
 """
 
 import sys
@@ -24,6 +30,7 @@ from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
 from fastai.learner import AvgLoss, AvgMetric, Learner, SkipToEpoch
 from fastai.optimizer import OptimWrapper
+from fastai.torch_core import to_detach
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
 from training.common import LOGGER, Run, RunResult, autocast, current_lr
@@ -49,20 +56,6 @@ class RunDataLoaders(DataLoaders):
         self._device = run.device
 
 
-class RunLearner(Learner):
-    """fastai's Learner, with each batch put on the device as the other routines do: ``run.to_device`` copies without
-    blocking (from pinned memory on CUDA) and gives images the model's memory format (CHANNELS_LAST). fastai's own
-    copy blocks and keeps the loader's layout.
-    """
-
-    def __init__(self, run: Run, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.training_run = run
-
-    def _set_device(self, b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.training_run.to_device(*b)
-
-
 class NamedMetric(AvgMetric):
     """fastai's AvgMetric (batch values weighted by batch size: the mean over samples) named after its METRICS key."""
 
@@ -73,6 +66,27 @@ class NamedMetric(AvgMetric):
     @property
     def name(self) -> str:
         return self.metric_name
+
+
+class RunLearner(Learner):
+    """fastai's Learner, with batches moved as the other routines move them and losses kept on their own rank.
+
+    ``run.to_device`` copies without blocking (from pinned memory on CUDA) and gives images the model's memory format
+    (CHANNELS_LAST); fastai's own copy blocks and keeps the loader's layout. fastai gathers every batch's values from
+    all processes (whenever WORLD_SIZE is set), which averages batches of uneven size wrongly and waits forever when
+    the ranks' validation shards have different numbers of batches; the Run adds up sums and counts over the ranks
+    once an epoch instead (RunEventsCallback.after_epoch).
+    """
+
+    def __init__(self, run: Run, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.training_run = run
+
+    def _set_device(self, b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.training_run.to_device(*b)
+
+    def to_detach(self, b: Any, cpu: bool = True, gather: bool = True) -> Any:
+        return to_detach(b, cpu, gather=False)
 
 
 class AutocastCallback(Callback):
@@ -171,6 +185,10 @@ class RunEventsCallback(Callback):
         """Start the epoch's train loss."""
         self.train_loss.reset()
 
+    def before_validate(self) -> None:
+        """Validate rank 0's model on every rank."""
+        self.training_run.sync_buffers()
+
     def after_loss(self) -> None:
         """Stop on a NaN or infinite loss before it reaches the weights, as the raw routine does."""
         check_finite(self.learn.loss, "training loss")
@@ -185,13 +203,15 @@ class RunEventsCallback(Callback):
         epoch = self.epoch + 1
         if epoch < self.first_epoch:  # skipped by SkipToEpoch, which raises in before_epoch
             return
-        # evaluate: fastai has validated; AvgLoss and AvgMetric averaged the loss and METRICS over samples
-        val = {"val_loss": float(self.recorder.loss.value)}
-        val.update({f"val_{metric.name}": float(metric.value) for metric in self.learn.metrics})
+        # evaluate: fastai has validated; AvgLoss and AvgMetric summed the loss and METRICS over this rank's samples
+        sums = {"val_loss": float(self.recorder.loss.total)}
+        sums.update({f"val_{metric.name}": float(metric.total) for metric in self.learn.metrics})
+        val = self.training_run.mean_over_ranks(sums, self.recorder.loss.count)
+        train_loss = self.training_run.mean_over_ranks({"loss": float(self.train_loss.total)}, self.train_loss.count)
         # checkpoint and record
         for group in self.training_run.optimizer.param_groups:  # fastai's schedules write numpy floats, which
             group["lr"] = float(group["lr"])  # torch.load(weights_only=True) refuses: checkpoint plain ones
-        if self.training_run.end_epoch(epoch, float(self.train_loss.value), val):
+        if self.training_run.end_epoch(epoch, train_loss["loss"], val):
             raise CancelFitException
 
 
@@ -205,7 +225,7 @@ def build_learner(run: Run) -> Learner:
     learn = RunLearner(
         run,
         RunDataLoaders(run),
-        run.model,
+        run.train_model,  # DDP-wrapped under torchrun
         loss_func=run.loss_fn,
         lr=current_lr(run.optimizer),
         cbs=callbacks,
@@ -214,7 +234,7 @@ def build_learner(run: Run) -> Learner:
     # fastai steps the run's own optimizer, so its state is the one that checkpoints save and a resume restores.
     # (Given as opt_func instead, fastai would clear that state when it first fits.)
     learn.opt = OptimWrapper(opt=run.optimizer)
-    if not sys.stdout.isatty():  # fastprogress draws its bars on stdout even when it is a file
+    if run.rank != 0 or not sys.stdout.isatty():  # fastprogress draws its bars on stdout even when it is a file
         learn.remove_cb(ProgressCallback)
     return learn
 

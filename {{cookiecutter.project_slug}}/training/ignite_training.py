@@ -2,23 +2,30 @@
 
 Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
 Building, resuming, checkpoints and records are shared (training/common.py); this file wires them to Ignite's
-trainer and evaluator engines, as Ignite's own examples/cifar10/main.py does.
+trainer and evaluator engines, as Ignite's own examples/cifar10/main.py does: ``training(local_rank, ...)`` runs
+under ``idist.Parallel``, in this process, in each process that torchrun starts, or in each of the ``nproc_per_node``
+processes that Ignite spawns itself.
 """
 
 import logging
 import math
+import multiprocessing
+import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import FastaiLRFinder, ProgressBar
 from ignite.metrics import Loss
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import LOGGER, Run, RunResult, autocast
+from config.device import get_device
+from training.common import LOGGER, Run, RunResult, autocast, backend_for, check_distributed_config
+from training.schema import validate_config
 from utils.torchutils import backprop
 
 ROUTINE = "ignite"
@@ -63,14 +70,15 @@ def create_trainer(run: Run) -> Engine:
         engine.state.loss_sum += engine.state.output * samples
         engine.state.samples += samples
 
-    # A bar per batch on a terminal; in a log file, the one line per epoch that the recorder writes is enough.
-    if sys.stderr.isatty():
+    # A bar per batch on a terminal (rank 0's); in a log file, the recorder's line per epoch is enough.
+    if run.rank == 0 and sys.stderr.isatty():
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
     return trainer
 
 
 def create_evaluator(run: Run) -> Engine:
-    """The evaluator: val_loss and val_<metric>, each averaged over samples by Ignite's Loss metric."""
+    """The evaluator: val_loss and val_<metric>, each averaged over samples by Ignite's Loss metric (which adds up
+    its sums and counts over the ranks itself)."""
     functions = {"val_loss": run.loss_fn, **{f"val_{name}": metric for name, metric in run.metrics.items()}}
     evaluator = create_supervised_evaluator(
         run.model,
@@ -127,10 +135,14 @@ def find_lr(run: Run) -> None:
     run.set_lr(lr[0] if isinstance(lr, list) else lr)
 
 
-def train(
-    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
-) -> RunResult:
-    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path."""
+def training(
+    _local_rank: int,
+    config: dict[str, Any],
+    global_config: GlobalConfig,
+    resume: str | Path | None,
+    results: Any,
+) -> None:
+    """One process's training, run by ``idist.Parallel``; puts its RunResult (rank 0's) in ``results``."""
     # build and resume
     run = Run(config, global_config, ROUTINE, resume, REFUSED)
     trainer, evaluator = create_trainer(run), create_evaluator(run)
@@ -144,9 +156,11 @@ def train(
     @trainer.on(Events.EPOCH_COMPLETED)
     def end_epoch(engine: Engine) -> None:
         # evaluate
+        run.sync_buffers()
         val = dict(evaluator.run(run.val_loader).metrics)  # val_loss, then val_<metric> as attached
         # checkpoint and record
-        if run.end_epoch(engine.state.epoch, engine.state.loss_sum / engine.state.samples, val):
+        train_loss = run.mean_over_ranks({"loss": engine.state.loss_sum}, engine.state.samples)["loss"]
+        if run.end_epoch(engine.state.epoch, train_loss, val):
             engine.terminate()
 
     with run.guard():
@@ -154,4 +168,29 @@ def train(
             find_lr(run)
         if run.start_epoch <= epochs:  # else the resumed run is complete already
             trainer.run(run.train_loader)
-    return run.finish()
+    results.put(run.finish())
+
+
+def train(
+    config: dict[str, Any],
+    global_config: GlobalConfig = GLOBAL_CONFIG,
+    resume: str | Path | None = None,
+    nproc_per_node: int | None = None,
+) -> RunResult:
+    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path.
+
+    ``nproc_per_node``: spawn that many processes (one per GPU, or CPU processes with gloo) and train in parallel.
+    Under torchrun leave it None: the processes exist already. The config then travels to the new processes by
+    pickle, so its classes and functions must be importable by name (not defined in a --config file).
+    """
+    # A queue rather than a return value: a spawned process's result must come back to this one.
+    results = multiprocessing.get_context("spawn").SimpleQueue()
+    if nproc_per_node is None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        training(0, config, global_config, resume, results)  # one process: no process group to set up
+        return results.get()
+    # the config's errors here, on one line, rather than from inside each spawned process
+    checked = validate_config(config, REFUSED)
+    check_distributed_config(checked, nproc_per_node or int(os.environ["WORLD_SIZE"]))
+    with idist.Parallel(backend=backend_for(get_device(checked["DEVICE"])), nproc_per_node=nproc_per_node) as parallel:
+        parallel.run(training, config, global_config, resume, results)
+    return results.get()

@@ -2,6 +2,8 @@
 
 Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
 Building, resuming, checkpoints and records are shared (training/common.py); this file is the loop itself.
+Under ``torchrun --nproc_per_node=N train.py`` the Run joins the process group, shards the data and wraps the model
+in DistributedDataParallel; the loop stays the same, and its sums are added up over the ranks.
 """
 
 import sys
@@ -20,23 +22,25 @@ REFUSED = {"LR_FIND": "the pytorch routine has no learning-rate finder; use the 
 
 
 def train_one_epoch(run: Run, epoch: int) -> float:
-    """One pass over the training data; returns the loss averaged over samples."""
+    """One pass over the training data; returns the loss averaged over samples (of all ranks)."""
     run.model.train()
     total, count = 0.0, 0
-    # A bar per batch on a terminal; in a log file, the one line per epoch that the recorder writes is enough.
-    progress = tqdm(run.train_loader, desc=f"epoch {epoch}", leave=False, disable=not sys.stderr.isatty())
+    # A bar per batch on a terminal (rank 0's); in a log file, the recorder's line per epoch is enough.
+    quiet = run.rank != 0 or not sys.stderr.isatty()
+    progress = tqdm(run.train_loader, desc=f"epoch {epoch}", leave=False, disable=quiet)
     for images, masks in progress:
         loss = run.train_step(images, masks)
         # Weighted by batch size, so that a short last batch counts for what it holds.
         total += loss * len(images)
         count += len(images)
         progress.set_postfix(loss=f"{loss:.4f}")
-    return total / count
+    return run.mean_over_ranks({"train_loss": total}, count)["train_loss"]
 
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Validation loss and metrics, each averaged over samples."""
+    """Validation loss and metrics, each averaged over samples (of all ranks' shards)."""
+    run.sync_buffers()
     run.model.eval()
     totals = dict.fromkeys(["val_loss", *(f"val_{name}" for name in run.metrics)], 0.0)
     count = 0
@@ -49,7 +53,7 @@ def evaluate(run: Run) -> dict[str, float]:
         for name, metric in run.metrics.items():
             totals[f"val_{name}"] += metric(logits, masks).item() * len(images)
         count += len(images)
-    return {key: value / count for key, value in totals.items()}
+    return run.mean_over_ranks(totals, count)
 
 
 def train(
