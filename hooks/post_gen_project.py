@@ -34,7 +34,7 @@ OPTIONAL_PATHS = {
     "routine_fastai": ["training/fastai_training.py", "tests/test_fastai_training.py"],
     "use_tensorboard": ["utils/logging/tensorboard.py", "tests/test_tensorboard.py"],
     "use_smtp_notifications": ["utils/notify", "tests/test_notify.py"],
-    "use_docker": ["Dockerfile", ".dockerignore"],
+    "use_docker": ["Dockerfile", ".dockerignore", "tests/test_docker.py"],
     "use_hyperparameter_search": ["hyperparameter.py", "tests/test_hyperparameter.py"],
 }
 

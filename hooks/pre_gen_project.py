@@ -31,10 +31,7 @@ ROUTINES = ("routine_pytorch", "routine_ignite", "routine_fastai")
 
 # Options that are in cookiecutter.json already but whose files come in a later version of the template.
 # Remove an option from this tuple once its files are in the template.
-NOT_AVAILABLE_YET = (
-    "use_docker",
-    "use_hyperparameter_search",
-)
+NOT_AVAILABLE_YET = ("use_hyperparameter_search",)
 
 # The slug names the project folder, the pip distribution and the Docker image. Runs of lowercase letters and digits
 # joined by single "-" or "_", starting with a letter, is valid for all three (Docker refuses "--_", a leading or a

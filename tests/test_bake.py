@@ -77,6 +77,7 @@ OPTION_FILES = {
     "routine_fastai": {"training/fastai_training.py", "tests/test_fastai_training.py"},
     "use_tensorboard": {"utils/logging/tensorboard.py", "tests/test_tensorboard.py"},
     "use_smtp_notifications": {"utils/notify/__init__.py", "utils/notify/smtp.py", "tests/test_notify.py"},
+    "use_docker": {"Dockerfile", ".dockerignore", "tests/test_docker.py"},
 }
 
 DEFAULTS = {
@@ -85,10 +86,12 @@ DEFAULTS = {
     "routine_fastai": True,
     "use_tensorboard": True,
     "use_smtp_notifications": False,
+    "use_docker": False,
 }
 
 # Every non-empty set of routines once; every answer value of the other questions at least once,
-# python_version x use_tensorboard in all four pairs, and e-mail with each routine.
+# python_version x use_tensorboard in all four pairs, and e-mail with each routine. Docker with and without
+# fastai, TensorBoard and e-mail, which change its Dockerfile and make targets, on both Pythons.
 SUPPORTED_COMBINATIONS = [
     {},
     {
@@ -98,17 +101,17 @@ SUPPORTED_COMBINATIONS = [
         "license": "BSD-3-Clause",
         "use_tensorboard": False,
         "use_smtp_notifications": True,
+        "use_docker": True,
     },
     {"routine_pytorch": False, "routine_fastai": False, "license": "Apache-2.0", "use_tensorboard": False},
     {"routine_pytorch": False, "routine_ignite": False, "python_version": "3.12", "license": "Proprietary"},
     {"routine_fastai": False, "use_smtp_notifications": True},
-    {"routine_ignite": False, "use_tensorboard": False},
-    {"routine_pytorch": False, "python_version": "3.12", "use_smtp_notifications": True},
+    {"routine_ignite": False, "use_tensorboard": False, "use_docker": True},
+    {"routine_pytorch": False, "python_version": "3.12", "use_smtp_notifications": True, "use_docker": True},
 ]
 
 # Options answered true whose files are not in the template yet: the pre-gen hook refuses them.
 NOT_AVAILABLE_YET = [
-    "use_docker",
     "use_hyperparameter_search",
 ]
 
