@@ -33,7 +33,6 @@ ROUTINES = ("routine_pytorch", "routine_ignite", "routine_fastai")
 # Remove an option from this tuple once its files are in the template.
 NOT_AVAILABLE_YET = (
     "use_docker",
-    "use_hyperparameter_search",
 )
 
 # The slug names the project folder, the pip distribution and the Docker image. Runs of lowercase letters and digits

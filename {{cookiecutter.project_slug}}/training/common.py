@@ -267,6 +267,24 @@ class RunResult:
     error: str | None = None
 
 
+class RunPruned(Exception):
+    """A run stopped by its caller after an epoch, as a search prunes an unpromising trial; recorded as ``pruned``."""
+
+
+@dataclass
+class RunHooks:
+    """How a caller that starts runs itself (hyperparameter.py's search) takes part in them.
+
+    Args:
+        row: extra columns of the run's row in experiments.csv (the search's study and trial number).
+        on_epoch: called with the epoch and its validation values once the epoch is recorded and checkpointed;
+            it may raise :class:`RunPruned` to stop the run there.
+    """
+
+    row: dict[str, Any] = field(default_factory=dict)
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True).stdout
 
@@ -306,8 +324,10 @@ class RunRecorder:
         device: torch.device,
         checkpoint: dict[str, Any] | None = None,
         world_size: int = 1,
+        extra_row: Mapping[str, Any] | None = None,
     ) -> None:
         self.config, self.routine, self.device, self.world_size = config, routine, device, world_size
+        self.extra_row = dict(extra_row or {})  # columns that the caller adds to the run's experiments.csv row
         self.metric, self.mode = config["CHECKPOINT_METRIC"], config["CHECKPOINT_MODE"]
         min_delta = (config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
         self.min_delta = float(min_delta)
@@ -513,6 +533,7 @@ class RunRecorder:
                 "world_size": self.world_size,
                 "run_dir": str(self.run_dir),
                 **_versions(self.routine),
+                **self.extra_row,
             }
         )
         row.update(flatten(self.jsonable_config))
@@ -640,6 +661,7 @@ class Run:
     Args:
         refused: config keys the routine cannot honour, with the reason; setting one is a ConfigError.
         framework_schedule: the framework runs ONE_CYCLE itself (fastai's fit_one_cycle): build no OneCycleLR.
+        hooks: what a caller that starts runs itself (the hyperparameter search) adds to this run.
     """
 
     def __init__(
@@ -650,7 +672,9 @@ class Run:
         resume: str | Path | None = None,
         refused: Mapping[str, str] | None = None,
         framework_schedule: bool = False,
+        hooks: RunHooks | None = None,
     ) -> None:
+        self.hooks = hooks or RunHooks()
         # build
         self.config = config = validate_config(config, refused)
         set_seed(config["SEED"])
@@ -676,7 +700,7 @@ class Run:
             check_resume_config(checkpoint, config)
             restore(checkpoint, self.model, self.optimizer, self.scheduler, self.scaler)
         self._signals = _StopSignals()
-        self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint)
+        self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint, extra_row=self.hooks.row)
         self.tensorboard = self.recorder.tensorboard
         if self.tensorboard is not None and checkpoint is None:
             with self.guard(), torch.random.fork_rng():  # the run's row exists now: record a failure here too
@@ -759,6 +783,8 @@ class Run:
                 self.tensorboard.log_predictions(epoch, self.val_images, self.val_masks, logits)
             checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
             self.recorder.save(checkpoint, is_best)
+        if self.hooks.on_epoch is not None:  # may raise RunPruned: the epoch is on disk already
+            self.hooks.on_epoch(epoch, val)
         return self.recorder.should_stop()
 
     @torch.no_grad()
@@ -773,12 +799,16 @@ class Run:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Stop cleanly on Ctrl-C or SIGTERM, and record an interrupted or failed run before the exception goes on."""
+        """Stop cleanly on Ctrl-C or SIGTERM, and record an interrupted, pruned or failed run before the exception
+        goes on."""
         try:
             with self._signals.installed():
                 yield
         except KeyboardInterrupt as interrupt:
             self.recorder.finish("interrupted", interrupt)
+            raise
+        except RunPruned as pruned:
+            self.recorder.finish("pruned", pruned)
             raise
         except Exception as error:
             self.recorder.finish("failed", error)

@@ -18,7 +18,7 @@ from ignite.handlers import FastaiLRFinder, ProgressBar
 from ignite.metrics import Loss
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import LOGGER, Run, RunResult, autocast
+from training.common import LOGGER, Run, RunHooks, RunResult, autocast
 from utils.torchutils import backprop
 
 ROUTINE = "ignite"
@@ -128,11 +128,15 @@ def find_lr(run: Run) -> None:
 
 
 def train(
-    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+    config: dict[str, Any],
+    global_config: GlobalConfig = GLOBAL_CONFIG,
+    resume: str | Path | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunResult:
-    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path."""
+    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path;
+    ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run."""
     # build and resume
-    run = Run(config, global_config, ROUTINE, resume, REFUSED)
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, hooks=hooks)
     trainer, evaluator = create_trainer(run), create_evaluator(run)
     epochs = run.config["EPOCHS"]
     if run.start_epoch <= epochs:  # Engine.run goes on after the epoch in its state: the last one done, or 0
