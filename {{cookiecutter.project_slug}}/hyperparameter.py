@@ -90,10 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue the study up to --trials trials")
     parser.add_argument("--jobs", type=int, default=1, help="trials run in parallel, one process each (default: 1)")
     parser.add_argument(
-        "--startup-trials",
+        "--random-trials", type=int, default=10, help="trials sampled at random before TPE takes over (default: 10)"
+    )
+    parser.add_argument(
+        "--prune-after",
         type=int,
         default=5,
-        help="trials sampled at random and never pruned before TPE and pruning start (default: 5)",
+        help="trials that finish before the median pruner stops any (default: 5)",
     )
     parser.add_argument("--no-prune", action="store_true", help="train every trial for all its epochs")
     add_config_arguments(parser)
@@ -102,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def prepare(args: argparse.Namespace, study_name: str = "") -> Search:
     """The search that the options ask for, checked in full before anything is written."""
-    if args.trials < 1 or args.jobs < 1 or args.startup_trials < 0:
-        raise ConfigError("--trials and --jobs must be >= 1, --startup-trials >= 0")
+    if min(args.trials, args.jobs) < 1 or min(args.random_trials, args.prune_after) < 0:
+        raise ConfigError("--trials and --jobs must be >= 1, --random-trials and --prune-after >= 0")
     config, routine = resolve_config(args)
     refused = importlib.import_module(f"training.{routine}_training").REFUSED
     resolved = validate_config(config, refused)
@@ -155,8 +158,8 @@ def run_trials(search: Search, args: argparse.Namespace, n_trials: int, job: int
     study = optuna.load_study(
         study_name=search.study_name,
         storage=storage(search.global_config),
-        sampler=make_sampler(search.config.get("SEED", 42) + job, args.startup_trials),
-        pruner=make_pruner(not args.no_prune, args.startup_trials),
+        sampler=make_sampler(search.config.get("SEED", 42) + job, args.random_trials),
+        pruner=make_pruner(not args.no_prune, args.prune_after),
     )
     study.optimize(search.objective, n_trials=n_trials)
 

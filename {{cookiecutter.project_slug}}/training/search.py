@@ -8,6 +8,7 @@ stops unpromising trials after an epoch (a median pruner fed by the routines thr
 
 import copy
 import importlib
+import inspect
 import json
 import math
 import warnings
@@ -115,9 +116,13 @@ class Int(Distribution):
         return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
 
 
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 def _encode(option: Any) -> Plain:
     """A choice's option as Optuna stores it: plain values as they are, classes and functions by dotted name."""
-    return option if option is None or isinstance(option, (bool, int, float, str)) else dotted_name(option)
+    return option if _is_plain(option) else dotted_name(option)
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,10 @@ class Choice(Distribution):
         if len(self.options) < 2:
             return f"a choice needs two options or more, got {list(self.options)!r}"
         for option in self.options:
-            if _encode(option) is option:
+            if _is_plain(option):
                 continue
-            if not callable(option):
-                return f"option {option!r} is not a number, string, bool, None, class or function"
+            if not (isinstance(option, type) or inspect.isroutine(option)):
+                return f"an instance of {type(option).__name__} is not a number, string, bool, None, class or function"
             try:
                 importable = import_object(dotted_name(option)) is option
             except ImportError:
@@ -251,7 +256,8 @@ def describe_space(space: Mapping[str, Distribution]) -> dict[str, str]:
 
 @dataclass
 class Search:
-    """What every trial of a search shares: the config it starts from, the space, the routine and the metric."""
+    """What every trial of a search shares: the config it starts from (CHECKPOINT_METRIC and CHECKPOINT_MODE set
+    to the searched metric), the space, the routine and the metric."""
 
     study_name: str
     config: dict[str, Any]
@@ -262,12 +268,10 @@ class Search:
     global_config: GlobalConfig
 
     def trial_config(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The config with the trial's values, and the searched metric as the checkpoint metric."""
+        """The config with the trial's values."""
         config = copy.deepcopy(self.config)
         for key, value in values.items():
             set_key(config, key, value)
-        config["CHECKPOINT_METRIC"] = self.metric  # best.pt and early stopping follow what the search optimises
-        config["CHECKPOINT_MODE"] = "min" if self.direction == "minimize" else "max"
         return config
 
     def objective(self, trial: optuna.Trial) -> float:
@@ -333,15 +337,15 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     return [trial.number for trial in interrupted]
 
 
-def make_sampler(seed: int, startup_trials: int) -> optuna.samplers.BaseSampler:
-    """TPE, after ``startup_trials`` random ones; each parallel job gets its own seed so that they differ."""
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials)
+def make_sampler(seed: int, random_trials: int) -> optuna.samplers.BaseSampler:
+    """TPE, after ``random_trials`` random ones; each parallel job gets its own seed so that they differ."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=random_trials)
 
 
-def make_pruner(prune: bool, startup_trials: int) -> optuna.pruners.BasePruner:
-    """Median pruning once ``startup_trials`` trials have finished: a trial whose epoch is worse than the median of
-    the earlier trials at that epoch stops there."""
-    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials) if prune else optuna.pruners.NopPruner()
+def make_pruner(prune: bool, prune_after: int) -> optuna.pruners.BasePruner:
+    """Median pruning once ``prune_after`` trials have finished: a trial whose epoch is worse than the median of
+    the earlier trials at that epoch stops there (never at its last epoch, which would save nothing)."""
+    return optuna.pruners.MedianPruner(n_startup_trials=prune_after) if prune else optuna.pruners.NopPruner()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -379,14 +383,19 @@ def trials_table(study: optuna.Study, search: Search) -> pd.DataFrame:
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-def _source(value: Any) -> tuple[str, str | None]:
-    """Python source for a config value, and the module it needs imported (classes and functions)."""
+def _source(value: Any, imports: dict[str, str]) -> str:
+    """Python source for a config value; a class or function adds its ``from module import Name`` to ``imports``."""
     if isinstance(value, str):
-        return json.dumps(value), None  # double quotes, as ruff formats Python
-    if value is None or isinstance(value, (bool, int, float)):
-        return repr(value), None
-    name = dotted_name(value)
-    return name, name.rsplit(".", 1)[0]
+        return json.dumps(value)  # double quotes, as ruff formats Python
+    if _is_plain(value):
+        return repr(value)
+    top, *rest = value.__qualname__.split(".")
+    line, alias = f"from {value.__module__} import {top}", top
+    if imports.get(alias, line) != line:  # another module's class of the same name
+        alias = f"{top}_{len(imports)}"
+        line = f"{line} as {alias}"
+    imports[alias] = line
+    return ".".join([alias, *rest])
 
 
 def best_config_source(
@@ -401,19 +410,13 @@ def best_config_source(
     It builds the config the way the search did (the same --config, --set and --epochs) and then sets the trial's
     values, so that it reads as the few lines that the search chose.
     """
-    values = {
-        key: distribution.suggest(optuna.trial.FixedTrial(trial.params), key)
-        for key, distribution in search.space.items()
-    }
-    assignments, modules = [], set()
-    for key, value in {
-        "ROUTINE": search.routine,
-        **{k: v for k, v in search.trial_config({}).items() if k in ("CHECKPOINT_METRIC", "CHECKPOINT_MODE")},
-        **values,
-    }.items():
-        source, module = _source(value)
-        if module:
-            modules.add(module)
+    fixed = optuna.trial.FixedTrial(trial.params)  # the values as the trial drew them: objects for choices
+    values = {key: distribution.suggest(fixed, key) for key, distribution in search.space.items()}
+    assignments: list[str] = []
+    imports: dict[str, str] = {}
+    metric = {key: search.config[key] for key in ("CHECKPOINT_METRIC", "CHECKPOINT_MODE")}
+    for key, value in {"ROUTINE": search.routine, **metric, **values}.items():
+        source = _source(value, imports)
         *parents, last = key.split(".")
         target = "TRAIN_CONFIG" + "".join(f'["{part}"]' for part in parents)
         assignments.append(f'{target}["{last}"] = {source}')
@@ -425,7 +428,7 @@ def best_config_source(
         f"{search.study_name}/best_config.py",
         '"""',
         "",
-        *(f"import {module}" for module in sorted(modules)),
+        *sorted(imports.values()),
         "",
         "from train import apply_override, load_config",
         "",
