@@ -70,12 +70,12 @@ SPACE = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(name="files")
+def files_fixture(tmp_path: Path) -> dict[str, str]:
     """The tiny config and the search space as files."""
     paths = {"config": tmp_path / "tiny_config.py", "space": tmp_path / "space.py"}
-    paths["config"].write_text(TINY_CONFIG)
-    paths["space"].write_text(SPACE)
+    paths["config"].write_text(TINY_CONFIG, encoding="utf-8")
+    paths["space"].write_text(SPACE, encoding="utf-8")
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -123,7 +123,7 @@ def test_a_search_of_four_trials_leaves_four_runs_a_table_a_best_config_and_plot
     # The best config trains the best trial's config again, as it is.
     best_run = completed.loc[best["trial"]]
     config = validate_config(load_config(str(out_dir / "best_config.py")))
-    trial_config = json.loads((Path(best_run["run_dir"]) / "config.json").read_text())["config"]
+    trial_config = json.loads((Path(best_run["run_dir"]) / "config.json").read_text(encoding="utf-8"))["config"]
     assert to_jsonable(config) == {**trial_config, "ROUTINE": routine}
     assert (out_dir / "history.png").stat().st_size > 0
     assert (out_dir / "importance.png").is_file() == (len(completed) >= 2)
@@ -183,7 +183,7 @@ def test_a_stopped_parallel_search_continues_where_it_stopped(
 
     # A resumed search must be the same search: another space is refused.
     other = Path(files["space"]).with_name("other_space.py")
-    other.write_text(SPACE.replace("integer(4, 8, step=4)", "integer(4, 12, step=4)"))
+    other.write_text(SPACE.replace("integer(4, 8, step=4)", "integer(4, 12, step=4)"), encoding="utf-8")
     assert hyperparameter.main([*command.split()[2:], "--space", str(other)]) == 2
     assert "differs from the study's in the search space" in capsys.readouterr().err
 
@@ -231,7 +231,8 @@ def test_a_bad_search_space_is_refused_before_the_first_trial(
             model = nn.Linear(1, 1)
             SEARCH_SPACE = {"OPTIMIZER_CONFIG.weight_decay": loguniform(1e-6, 1e-3), ENTRY}
             """
-        ).replace("ENTRY", entry)
+        ).replace("ENTRY", entry),
+        encoding="utf-8",
     )
     assert hyperparameter.main(search_args(files, ROUTINES[0], "bad")) == 2
     err = capsys.readouterr().err

@@ -267,7 +267,7 @@ class RunResult:
     error: str | None = None
 
 
-class RunPruned(Exception):
+class RunPruned(Exception):  # noqa: N818  # a stop that the caller asked for, not an error
     """A run stopped by its caller after an epoch, as a search prunes an unpromising trial; recorded as ``pruned``."""
 
 

@@ -225,7 +225,9 @@ def check_space(space: Any, config: dict[str, Any], refused: Mapping[str, str] |
     for key, distribution in space.items():
         where = f"search space key {key!r}"
         if not isinstance(key, str) or key.split(".")[0] not in SCHEMA:
-            raise ConfigError(f"{where}: unknown key {str(key).split('.')[0]!r} (see train.py --help for the keys)")
+            raise ConfigError(
+                f"{where}: unknown key {str(key).split('.', maxsplit=1)[0]!r} (see train.py --help for the keys)"
+            )
         if not isinstance(distribution, Distribution):
             raise ConfigError(f"{where}: expected uniform(), loguniform(), integer() or choice(), got {distribution!r}")
         problem = distribution.problem()
