@@ -25,11 +25,12 @@ from torch import optim
 from config.config import get_global_config
 from train import CONSOLE, USER_ERRORS, add_config_arguments, resolve_config
 from training.common import LOGGER, Interrupted
-from training.schema import ConfigError, validate_config
+from training.schema import SCHEMA, ConfigError, validate_config
 from training.search import (
     Search,
     check_space,
     choice,
+    database_path,
     finished_trials,
     integer,
     loguniform,
@@ -124,7 +125,7 @@ def prepare(args: argparse.Namespace, study_name: str = "") -> Search:
 
 def open_study(search: Search, args: argparse.Namespace) -> optuna.Study:
     """A new study, or with --resume the stopped one (same routine, metric, space and config)."""
-    database = search.global_config.LOG_DIR / "search" / "optuna.db"
+    database = database_path(search.global_config)
     if args.resume and not database.is_file():
         raise ConfigError(f"--resume: no study to continue ({database} does not exist)")
     store = storage(search.global_config)
@@ -158,10 +159,12 @@ def run_trials(search: Search, args: argparse.Namespace, n_trials: int, job: int
     study = optuna.load_study(
         study_name=search.study_name,
         storage=storage(search.global_config),
-        sampler=make_sampler(search.config.get("SEED", 42) + job, args.random_trials),
+        sampler=make_sampler(search.config.get("SEED", SCHEMA["SEED"].default) + job, args.random_trials),
         pruner=make_pruner(not args.no_prune, args.prune_after),
     )
     study.optimize(search.objective, n_trials=n_trials)
+    if search.interrupt is not None:
+        raise search.interrupt
 
 
 def _stop_on_sigterm(signum: int, _frame: Any) -> None:

@@ -268,6 +268,7 @@ class Search:
     metric: str
     direction: str  # "minimize" or "maximize"
     global_config: GlobalConfig
+    interrupt: KeyboardInterrupt | None = None  # the Ctrl-C or SIGTERM that stopped a trial
 
     def trial_config(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The config with the trial's values."""
@@ -294,9 +295,13 @@ class Search:
             result = train(self.trial_config(values), self.global_config, hooks=hooks)
         except RunPruned as pruned:
             raise optuna.TrialPruned(str(pruned)) from pruned
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)  # a resumed search runs these values again
-            raise
+        except KeyboardInterrupt as interrupt:
+            # The run has recorded itself as interrupted. Optuna would log the interrupt's traceback; instead, the
+            # trial ends as failed (NaN), marked to be run again by a resumed search, and the study stops.
+            trial.set_user_attr("interrupted", True)
+            self.interrupt = interrupt
+            trial.study.stop()
+            return math.nan
         except Exception as err:  # pylint: disable=broad-exception-caught  # a failed trial must not end the search
             # The run (if it started) has recorded and logged the error; NaN makes Optuna mark the trial failed.
             LOGGER.warning("trial %d failed: %s", trial.number, " ".join(f"{type(err).__name__}: {err}".split()))
@@ -304,15 +309,16 @@ class Search:
         return result.best[self.metric]
 
 
-def storage_url(global_config: GlobalConfig) -> str:
-    """The SQLite database that holds every study of the project (created on first use)."""
-    return f"sqlite:///{global_config.LOG_DIR / 'search' / 'optuna.db'}"
+def database_path(global_config: GlobalConfig) -> Path:
+    """The SQLite file that holds every study of the project."""
+    return global_config.LOG_DIR / "search" / "optuna.db"
 
 
 def storage(global_config: GlobalConfig) -> optuna.storages.RDBStorage:
-    """The study storage; parallel jobs wait up to a minute for SQLite's write lock rather than fail."""
-    (global_config.LOG_DIR / "search").mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(storage_url(global_config), engine_kwargs={"connect_args": {"timeout": 60}})
+    """The study storage (created on first use); parallel jobs wait up to a minute for SQLite's write lock."""
+    path = database_path(global_config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -426,8 +432,7 @@ def best_config_source(
     lines = [
         f'"""The best trial of search {search.study_name}: trial {trial.number}, {search.metric} {trial.value:.4f}.',
         "",
-        f"Train it: python train.py --config {_relative(search.global_config.LOG_DIR)}/search/"
-        f"{search.study_name}/best_config.py",
+        f"Train it: python train.py --config {_relative(output_dir(search) / 'best_config.py')}",
         '"""',
         "",
         *sorted(imports.values()),
@@ -448,6 +453,11 @@ def _relative(path: str | Path) -> str:
     """``path`` relative to the project root when it is inside it (config files are run from there)."""
     resolved = Path(path).resolve()
     return str(resolved.relative_to(ROOT_PATH)) if resolved.is_relative_to(ROOT_PATH) else str(resolved)
+
+
+def output_dir(search: Search) -> Path:
+    """Where a search writes its table, best config and plots: LOG_DIR/search/<study>."""
+    return search.global_config.LOG_DIR / "search" / search.study_name
 
 
 def save_plots(study: optuna.Study, out_dir: Path) -> list[str]:
@@ -478,7 +488,7 @@ def write_outputs(
     study: optuna.Study, search: Search, config_file: str | None, overrides: Sequence[str], epochs: int | None
 ) -> Path:
     """trials.csv, best_config.py, history.png and importance.png in LOG_DIR/search/<study>; prints the table."""
-    out_dir = search.global_config.LOG_DIR / "search" / study.study_name
+    out_dir = output_dir(search)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = trials_table(study, search)
     table.to_csv(out_dir / "trials.csv", index=False)
