@@ -23,8 +23,8 @@ import optuna
 from torch import optim
 
 from config.config import get_global_config
-from train import CONSOLE, USER_ERRORS, add_config_arguments, resolve_config
-from training.common import LOGGER, Interrupted
+from train import USER_ERRORS, add_config_arguments, command_line, resolve_config, stop_on_sigterm
+from training.common import LOGGER
 from training.schema import SCHEMA, ConfigError, validate_config
 from training.search import (
     Search,
@@ -167,15 +167,10 @@ def run_trials(search: Search, args: argparse.Namespace, n_trials: int, job: int
         raise search.interrupt
 
 
-def _stop_on_sigterm(signum: int, _frame: Any) -> None:
-    # Between runs, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself.
-    raise Interrupted(signum)
-
-
 def _job(args: argparse.Namespace, study_name: str, n_trials: int, job: int) -> None:
     """One of --jobs processes: its own trials of the shared study."""
     os.setsid()  # a Ctrl-C in the terminal reaches the parent alone, which passes it on once to every job
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"[job {job}] %(message)s"))
     LOGGER.addHandler(handler)
@@ -272,17 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (2: a bad option, config or search space)."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if CONSOLE not in LOGGER.handlers:
-        LOGGER.addHandler(CONSOLE)
-    LOGGER.setLevel(logging.INFO)
-    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        return search_main(args, argv)
+        with command_line():
+            return search_main(args, argv)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
 
 
 if __name__ == "__main__":

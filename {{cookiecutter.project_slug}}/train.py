@@ -12,6 +12,8 @@ import logging
 import runpy
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -143,27 +145,35 @@ def run(args: argparse.Namespace) -> RunResult:
     return module.train(config, get_global_config(), resume=args.resume)
 
 
-def _stop_on_sigterm(signum: int, _frame: Any) -> None:
-    # Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself.
+def stop_on_sigterm(signum: int, _frame: Any) -> None:
+    """Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself."""
     raise Interrupted(signum)
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """What a command (train.py, hyperparameter.py) sets up: progress lines on the console, SIGTERM as Ctrl-C."""
+    if CONSOLE not in LOGGER.handlers:
+        LOGGER.addHandler(CONSOLE)
+    LOGGER.setLevel(logging.INFO)
+    previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    if CONSOLE not in LOGGER.handlers:
-        LOGGER.addHandler(CONSOLE)
-    LOGGER.setLevel(logging.INFO)
-    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        result = run(args)
+        with command_line():
+            result = run(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
     best = ", ".join(f"{key} {value:.4f}" for key, value in result.best.items())
     print(f"run {result.run_name} {result.status}: best epoch {result.best_epoch} ({best})")
     print(f"logs: {result.run_dir}\nweights: {result.weight_dir}")

@@ -17,38 +17,21 @@ import pytest
 
 import hyperparameter
 from config.config import GlobalConfig
+from test_interrupt import SLOW_CONFIG
 from train import ROUTINES, load_config
 from training.schema import to_jsonable, validate_config
 from training.search import finished_trials, storage
 
-# A tiny config (as tests/conftest.py's tiny_config) whose samples take a while when SLOW_SAMPLE_S is set, so that
-# a signal lands mid-search; 8 steps an epoch, so that the learning rate makes a difference after one epoch.
-TINY_CONFIG = textwrap.dedent(
+# test_interrupt.py's tiny config, whose samples take a while when SLOW_SAMPLE_S is set (so that a signal lands
+# mid-search), with 8 steps an epoch (so that the learning rate makes a difference after one epoch) and 2 epochs.
+TINY_CONFIG = SLOW_CONFIG + textwrap.dedent(
     """
-    import os
-    import time
-
-    from config.train_config import TRAIN_CONFIG
-    from utils.data.datasets import SyntheticShapes
-
-
-    class SlowShapes(SyntheticShapes):
-        def __getitem__(self, index):
-            time.sleep(float(os.environ.get("SLOW_SAMPLE_S", "0")))
-            return super().__getitem__(index)
-
-
-    TRAIN_CONFIG = {
-        **TRAIN_CONFIG,
-        "DEVICE": "cpu",
-        "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "bulk_ch": 4, "n_recursions": 2},
-        "DATASET": SlowShapes,
-        "DATASET_CONFIG": {"n_samples": 40, "size": 32, "seed": 0},
-        "DATA_LOADER_CONFIG": {"batch_size": 4, "num_workers": 0},
-        "SCHEDULER_CONFIG": {"T_max": 2},
-        "EPOCHS": 2,
-        "TENSORBOARD": False,
-    }
+    TRAIN_CONFIG.update(
+        DATA_LOADER_CONFIG={"batch_size": 4, "num_workers": 0},
+        SCHEDULER_CONFIG={"T_max": 2},
+        EPOCHS=2,
+        TENSORBOARD=False,
+    )
     """
 )
 
