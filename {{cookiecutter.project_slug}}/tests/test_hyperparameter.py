@@ -14,10 +14,10 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from test_interrupt import SLOW_CONFIG
 
 import hyperparameter
 from config.config import GlobalConfig
-from test_interrupt import SLOW_CONFIG
 from train import ROUTINES, load_config
 from training.schema import to_jsonable, validate_config
 from training.search import finished_trials, storage
