@@ -63,7 +63,8 @@ def files_fixture(tmp_path: Path) -> dict[str, str]:
 
 
 def search_args(files: dict[str, str], routine: str, study: str, *more: str) -> list[str]:
-    """hyperparameter.py options of a 4-trial search with random sampling, pruning after the first trial."""
+    """hyperparameter.py options of a 4-trial search with random sampling, pruning after the first trial (an option
+    given again in ``more`` wins, as argparse takes the last)."""
     return [
         *("--config", files["config"], "--space", files["space"], "--routine", routine, "--study", study),
         *("--trials", "4", "--metric", "val_dice", "--random-trials", "4", "--prune-after", "1", *more),
@@ -169,6 +170,26 @@ def test_a_stopped_parallel_search_continues_where_it_stopped(
     other.write_text(SPACE.replace("integer(4, 8, step=4)", "integer(4, 12, step=4)"), encoding="utf-8")
     assert hyperparameter.main([*command.split()[2:], "--space", str(other)]) == 2
     assert "differs from the study's in the search space" in capsys.readouterr().err
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(
+    global_config: GlobalConfig, files: dict[str, str], capsys: pytest.CaptureFixture
+) -> None:
+    # Learning rates that blow the weights up: the loss turns NaN, which the routine refuses to train on.
+    Path(files["space"]).write_text(
+        'from training.search import choice\nSEARCH_SPACE = {"OPTIMIZER_CONFIG.lr": choice(1e30, 1e31)}\n',
+        encoding="utf-8",
+    )
+    routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]
+    assert hyperparameter.main(search_args(files, routine, "diverging", "--epochs", "1", "--trials", "2")) == 0
+
+    runs = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    assert runs["status"].tolist() == ["failed", "failed"] and sorted(runs["trial"]) == [0, 1]
+    assert runs["error"].str.startswith("FloatingPointError: training loss is not finite").all()
+    out = capsys.readouterr().out
+    assert "no completed trial yet: no best_config.py" in out
+    table = pd.read_csv(global_config.LOG_DIR / "search" / "diverging" / "trials.csv")
+    assert table["state"].tolist() == ["failed", "failed"]
 
 
 BAD_SPACES = [
