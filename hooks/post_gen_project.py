@@ -35,7 +35,7 @@ OPTIONAL_PATHS = {
     "use_tensorboard": ["utils/logging/tensorboard.py", "tests/test_tensorboard.py"],
     "use_smtp_notifications": ["utils/notify", "tests/test_notify.py"],
     "use_docker": ["Dockerfile", ".dockerignore", "tests/test_docker.py"],
-    "use_hyperparameter_search": ["hyperparameter.py", "tests/test_hyperparameter.py"],
+    "use_hyperparameter_search": ["hyperparameter.py", "training/search.py", "tests/test_hyperparameter.py"],
 }
 
 # Caches that tools leave when they are run inside the template folder itself; they are not part of a project.

@@ -29,10 +29,6 @@ ANSWERS = json.loads(
 
 ROUTINES = ("routine_pytorch", "routine_ignite", "routine_fastai")
 
-# Options that are in cookiecutter.json already but whose files come in a later version of the template.
-# Remove an option from this tuple once its files are in the template.
-NOT_AVAILABLE_YET = ("use_hyperparameter_search",)
-
 # The slug names the project folder, the pip distribution and the Docker image. Runs of lowercase letters and digits
 # joined by single "-" or "_", starting with a letter, is valid for all three (Docker refuses "--_", a leading or a
 # trailing separator; pip refuses a trailing one).
@@ -66,9 +62,6 @@ def find_problem(answers: dict) -> str | None:
     if not any(is_on(answers[name]) for name in ROUTINES):
         return f"choose at least one training routine ({', '.join(ROUTINES)})."
 
-    for name in NOT_AVAILABLE_YET:
-        if is_on(answers[name]):
-            return f"{name} is not available in this template version yet; answer false."
     return None
 
 

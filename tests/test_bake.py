@@ -78,6 +78,7 @@ OPTION_FILES = {
     "use_tensorboard": {"utils/logging/tensorboard.py", "tests/test_tensorboard.py"},
     "use_smtp_notifications": {"utils/notify/__init__.py", "utils/notify/smtp.py", "tests/test_notify.py"},
     "use_docker": {"Dockerfile", ".dockerignore", "tests/test_docker.py"},
+    "use_hyperparameter_search": {"hyperparameter.py", "training/search.py", "tests/test_hyperparameter.py"},
 }
 
 DEFAULTS = {
@@ -87,10 +88,11 @@ DEFAULTS = {
     "use_tensorboard": True,
     "use_smtp_notifications": False,
     "use_docker": False,
+    "use_hyperparameter_search": False,
 }
 
 # Every non-empty set of routines once; every answer value of the other questions at least once,
-# python_version x use_tensorboard in all four pairs, and e-mail with each routine. Docker with and without
+# python_version x use_tensorboard in all four pairs, e-mail and the search with each routine. Docker with and without
 # fastai, TensorBoard and e-mail, which change its Dockerfile and make targets, on both Pythons.
 SUPPORTED_COMBINATIONS = [
     {},
@@ -102,17 +104,19 @@ SUPPORTED_COMBINATIONS = [
         "use_tensorboard": False,
         "use_smtp_notifications": True,
         "use_docker": True,
+        "use_hyperparameter_search": True,
     },
     {"routine_pytorch": False, "routine_fastai": False, "license": "Apache-2.0", "use_tensorboard": False},
     {"routine_pytorch": False, "routine_ignite": False, "python_version": "3.12", "license": "Proprietary"},
     {"routine_fastai": False, "use_smtp_notifications": True},
     {"routine_ignite": False, "use_tensorboard": False, "use_docker": True},
-    {"routine_pytorch": False, "python_version": "3.12", "use_smtp_notifications": True, "use_docker": True},
-]
-
-# Options answered true whose files are not in the template yet: the pre-gen hook refuses them.
-NOT_AVAILABLE_YET = [
-    "use_hyperparameter_search",
+    {
+        "routine_pytorch": False,
+        "python_version": "3.12",
+        "use_smtp_notifications": True,
+        "use_docker": True,
+        "use_hyperparameter_search": True,
+    },
 ]
 
 UNRENDERED = re.compile(r"\{\{ ?cookiecutter\.|\{%|\{#")
@@ -253,7 +257,7 @@ def test_template_requirements_are_pinned():
 
 def test_template_venv_has_what_every_baked_project_needs(cookies):
     """The baked projects' tests and lint run in the template's venv: it must hold all their requirements."""
-    project = bake_ok(cookies, {})  # every routine and every available option on
+    project = bake_ok(cookies, {"use_hyperparameter_search": True})  # every routine and every available option on
     assert requirement_names(project / "requirements-dev.txt") <= requirement_names(
         TEMPLATE_DIR / "requirements-template.txt"
     )
@@ -274,9 +278,9 @@ def test_template_venv_is_fully_pinned():
 
 
 def test_makefile_targets(cookies):
-    project = bake_ok(cookies, {})
+    project = bake_ok(cookies, {"use_hyperparameter_search": True})
     help_text = run(["make", "help"], cwd=project, timeout=60).stdout
-    for target in ["env", "env-dev", "train", "predict", "test", "lint", "format", "tensorboard", "clean"]:
+    for target in ["env", "env-dev", "train", "predict", "test", "lint", "format", "tensorboard", "search", "clean"]:
         assert re.search(rf"^  {target} ", help_text, re.MULTILINE), f"make help does not list {target}"
 
     dry_run = run(["make", "-n", "env-dev"], cwd=project, timeout=60).stdout
@@ -285,6 +289,9 @@ def test_makefile_targets(cookies):
 
     dry_run = run(["make", "-n", "train", "PYTHON=python", "ARGS=--set EPOCHS=1"], cwd=project, timeout=60).stdout
     assert "python train.py --set EPOCHS=1" in dry_run
+
+    dry_run = run(["make", "-n", "search", "PYTHON=python", "TRIALS=4", "ARGS=--resume"], cwd=project, timeout=60).stdout
+    assert "python hyperparameter.py --trials 4 --resume" in dry_run
 
 
 def test_make_without_venv_says_what_to_do(cookies):
@@ -350,7 +357,6 @@ BAD_ANSWERS = [
         {"routine_pytorch": False, "routine_ignite": False, "routine_fastai": False},
         "choose at least one training routine",
     ),
-    *[({option: True}, f"{option} is not available in this template version yet") for option in NOT_AVAILABLE_YET],
 ]
 
 

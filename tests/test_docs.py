@@ -27,6 +27,7 @@ def test_docs_build(tmp_path):
         "generated-project/index.html",
         "routines/index.html",
         "tracking/index.html",
+        "search/index.html",
         "developing/index.html",
     ]:
         assert (tmp_path / "site" / page).is_file(), f"{page} was not built"
@@ -89,3 +90,13 @@ def test_tracking_page_names_every_option_setting_and_tag():
     assert {"loss/train", "loss/train_step", "lr", "predictions"} <= tags
     missing = sorted(tag for tag in tags if f"`{tag}" not in page)
     assert not missing, f"docs/tracking.md does not list the TensorBoard tags {missing}"
+
+
+def test_search_page_names_every_option():
+    """docs/search.md describes every option of hyperparameter.py: a new option that the page does not mention fails."""
+    page = (TEMPLATE_DIR / "docs" / "search.md").read_text(encoding="utf-8")
+    source = (TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "hyperparameter.py").read_text(encoding="utf-8")
+    options = option_strings(source)
+    assert {"--trials", "--resume", "--jobs"} <= options
+    missing = sorted(option for option in options if not re.search(rf"(?<![\w-]){option}(?![\w-])", page))
+    assert not missing, f"docs/search.md does not mention hyperparameter.py's options {missing}"

@@ -13,13 +13,15 @@ import os
 import runpy
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
 from training.common import LOGGER, Interrupted, RunResult, close_distributed
-from training.schema import SCHEMA, ConfigError, import_object
+from training.schema import SCHEMA, ConfigError, import_object, set_key
 from utils.data.datasets import DataError
 from utils.torchutils import CheckpointError
 
@@ -51,15 +53,10 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
     key, sep, text = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set OPTIMIZER_CONFIG.lr=1e-3")
-    *parents, last = key.strip().split(".")
-    if parents and parents[0] not in SCHEMA:
-        raise ConfigError(f"--set {assignment!r}: unknown key {parents[0]!r} (see train.py --help)")
-    target = config
-    for part in parents:
-        target = target.setdefault(part, {})
-        if not isinstance(target, dict):
-            raise ConfigError(f"--set {assignment!r}: {part!r} is not a dict of keyword arguments")
-    target[last] = parse_value(text.strip())
+    try:
+        set_key(config, key.strip(), parse_value(text.strip()))
+    except ConfigError as err:
+        raise ConfigError(f"--set {assignment!r}: {err}") from None
 
 
 def load_config(path: str | None) -> dict[str, Any]:
@@ -84,13 +81,8 @@ def keys_help() -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of train.py."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n", maxsplit=1)[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=keys_help(),
-    )
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--routine, --config, --set and --epochs: the options that make the config (train.py, hyperparameter.py)."""
     parser.add_argument(
         "--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)"
     )
@@ -109,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a config key; repeatable; values are Python literals or dotted names",
     )
     parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set EPOCHS=N")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of train.py."""
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n", maxsplit=1)[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=keys_help(),
+    )
+    add_config_arguments(parser)
     parser.add_argument(
         "--notify",
         metavar="ADDRESS",
@@ -132,18 +134,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> RunResult:
-    """Resolve the config from the arguments and train it with the chosen routine."""
+def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+    """The config and the routine that the options of :func:`add_config_arguments` ask for."""
     config = load_config(args.config)
     for assignment in args.overrides:
         apply_override(config, assignment)
     if args.epochs is not None:
         config["EPOCHS"] = args.epochs
-    if args.notify is not None:
-        config["NOTIFY"] = args.notify
     routine = args.routine or config.get("ROUTINE", "pytorch")
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
+    return config, routine
+
+
+def run(args: argparse.Namespace) -> RunResult:
+    """Resolve the config from the arguments and train it with the chosen routine."""
+    config, routine = resolve_config(args)
+    if args.notify is not None:
+        config["NOTIFY"] = args.notify
     module = importlib.import_module(f"training.{routine}_training")
     if args.nproc_per_node is None:
         return module.train(config, get_global_config(), resume=args.resume)
@@ -156,27 +164,36 @@ def run(args: argparse.Namespace) -> RunResult:
     return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
 
 
-def _stop_on_sigterm(signum: int, _frame: Any) -> None:
-    # Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself.
+def stop_on_sigterm(signum: int, _frame: Any) -> None:
+    """Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself."""
     raise Interrupted(signum)
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """What a command (train.py, hyperparameter.py) sets up: progress lines on the console, SIGTERM as Ctrl-C."""
+    if CONSOLE not in LOGGER.handlers:
+        LOGGER.addHandler(CONSOLE)
+    LOGGER.setLevel(logging.INFO)
+    previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    if CONSOLE not in LOGGER.handlers:
-        LOGGER.addHandler(CONSOLE)
-    LOGGER.setLevel(logging.INFO)
-    previous_handler = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        result = run(args)
+        with command_line():
+            result = run(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
         close_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # the run's summary once, from rank 0
         return 0

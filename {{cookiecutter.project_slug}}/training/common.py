@@ -370,6 +370,24 @@ class RunResult:
     error: str | None = None
 
 
+class RunPruned(Exception):  # noqa: N818  # a stop that the caller asked for, not an error
+    """A run stopped by its caller after an epoch, as a search prunes an unpromising trial; recorded as ``pruned``."""
+
+
+@dataclass
+class RunHooks:
+    """How a caller that starts runs itself (hyperparameter.py's search) takes part in them.
+
+    Args:
+        row: extra columns of the run's row in experiments.csv (the search's study and trial number).
+        on_epoch: called with the epoch and its validation values once the epoch is recorded and checkpointed;
+            it may raise :class:`RunPruned` to stop the run there.
+    """
+
+    row: dict[str, Any] = field(default_factory=dict)
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+
+
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True).stdout
 
@@ -414,8 +432,10 @@ class RunRecorder:
         device: torch.device,
         checkpoint: dict[str, Any] | None = None,
         world_size: int = 1,
+        extra_row: Mapping[str, Any] | None = None,
     ) -> None:
         self.config, self.routine, self.device, self.world_size = config, routine, device, world_size
+        self.extra_row = dict(extra_row or {})  # columns that the caller adds to the run's experiments.csv row
         self.metric, self.mode = config["CHECKPOINT_METRIC"], config["CHECKPOINT_MODE"]
         min_delta = (config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
         self.min_delta = float(min_delta)
@@ -638,6 +658,7 @@ class RunRecorder:
                 "world_size": self.world_size,
                 "run_dir": str(self.run_dir),
                 **_versions(self.routine),
+                **self.extra_row,
             }
         )
         row.update(flatten(self.jsonable_config))
@@ -765,6 +786,7 @@ class Run:
     Args:
         refused: config keys the routine cannot honour, with the reason; setting one is a ConfigError.
         framework_schedule: the framework runs ONE_CYCLE itself (fastai's fit_one_cycle): build no OneCycleLR.
+        hooks: what a caller that starts runs itself (the hyperparameter search) adds to this run.
     """
 
     def __init__(
@@ -775,7 +797,9 @@ class Run:
         resume: str | Path | None = None,
         refused: Mapping[str, str] | None = None,
         framework_schedule: bool = False,
+        hooks: RunHooks | None = None,
     ) -> None:
+        self.hooks = hooks or RunHooks()
         # build
         self.config = config = validate_config(config, refused)
         set_seed(config["SEED"])  # the same on every rank: DDP starts from rank 0's weights anyway
@@ -814,7 +838,9 @@ class Run:
         # Rank 0 alone writes the run's files and sends its e-mail; the other ranks have no recorder.
         self.recorder: RunRecorder | None = None
         if self.rank == 0:
-            self.recorder = RunRecorder(config, global_config, routine, self.device, checkpoint, self.world_size)
+            self.recorder = RunRecorder(
+                config, global_config, routine, self.device, checkpoint, self.world_size, extra_row=self.hooks.row
+            )
         self.tensorboard = self.recorder.tensorboard if self.recorder is not None else None
         self.start_epoch: int = broadcast_object(self.recorder.start_epoch if self.recorder is not None else None)
         if self.tensorboard is not None and checkpoint is None:
@@ -926,6 +952,8 @@ class Run:
                 checkpoint = self.recorder.checkpoint(epoch, self.model, self.optimizer, self.scheduler, self.scaler)
                 self.recorder.save(checkpoint, is_best)
             stop = self.recorder.should_stop()
+        if self.hooks.on_epoch is not None:  # may raise RunPruned: the epoch is on disk already
+            self.hooks.on_epoch(epoch, val)
         return broadcast_object(stop)
 
     @torch.no_grad()
@@ -940,13 +968,18 @@ class Run:
 
     @contextmanager
     def guard(self) -> Iterator[None]:
-        """Stop cleanly on Ctrl-C or SIGTERM, and record an interrupted or failed run before the exception goes on."""
+        """Stop cleanly on Ctrl-C or SIGTERM, and record an interrupted, pruned or failed run before the exception
+        goes on."""
         try:
             with self._signals.installed():
                 yield
         except KeyboardInterrupt as interrupt:
             if self.recorder is not None:
                 self.recorder.finish("interrupted", interrupt)
+            raise
+        except RunPruned as pruned:
+            if self.recorder is not None:
+                self.recorder.finish("pruned", pruned)
             raise
         except Exception as error:
             if self.recorder is not None:

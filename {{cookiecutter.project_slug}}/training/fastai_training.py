@@ -33,7 +33,7 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_detach
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import LOGGER, Run, RunResult, autocast, current_lr
+from training.common import LOGGER, Run, RunHooks, RunResult, autocast, current_lr
 from utils.torchutils import check_finite
 
 ROUTINE = "fastai"
@@ -275,11 +275,15 @@ def fit(learn: Learner, run: Run) -> None:
 
 
 def train(
-    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+    config: dict[str, Any],
+    global_config: GlobalConfig = GLOBAL_CONFIG,
+    resume: str | Path | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunResult:
-    """Train ``config`` with a fastai Learner; ``resume`` is ``latest``, a run name or a checkpoint path."""
+    """Train ``config`` with a fastai Learner; ``resume`` is ``latest``, a run name or a checkpoint path;
+    ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run."""
     # build and resume
-    run = Run(config, global_config, ROUTINE, resume, REFUSED, framework_schedule=True)
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, framework_schedule=True, hooks=hooks)
     with run.guard():
         learn = build_learner(run)
         # loop (evaluate, checkpoint and record: RunEventsCallback.after_epoch)

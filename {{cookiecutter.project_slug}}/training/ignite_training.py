@@ -24,8 +24,8 @@ from ignite.metrics import Loss
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
 from config.device import get_device
-from training.common import LOGGER, Run, RunResult, autocast, backend_for, check_distributed_config
-from training.schema import validate_config
+from training.common import LOGGER, Run, RunHooks, RunResult, autocast, backend_for, check_distributed_config
+from training.schema import ConfigError, validate_config
 from utils.torchutils import backprop
 
 ROUTINE = "ignite"
@@ -141,10 +141,11 @@ def training(
     global_config: GlobalConfig,
     resume: str | Path | None,
     results: Any,
+    hooks: RunHooks | None = None,
 ) -> None:
     """One process's training, run by ``idist.Parallel``; puts its RunResult (rank 0's) in ``results``."""
     # build and resume
-    run = Run(config, global_config, ROUTINE, resume, REFUSED)
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, hooks=hooks)
     trainer, evaluator = create_trainer(run), create_evaluator(run)
     epochs = run.config["EPOCHS"]
     if run.start_epoch <= epochs:  # Engine.run goes on after the epoch in its state: the last one done, or 0
@@ -175,9 +176,11 @@ def train(
     config: dict[str, Any],
     global_config: GlobalConfig = GLOBAL_CONFIG,
     resume: str | Path | None = None,
+    hooks: RunHooks | None = None,
     nproc_per_node: int | None = None,
 ) -> RunResult:
-    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path.
+    """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path;
+    ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run.
 
     ``nproc_per_node``: spawn that many processes (one per GPU, or CPU processes with gloo) and train in parallel.
     Under torchrun leave it None: the processes exist already. The config then travels to the new processes by
@@ -186,8 +189,10 @@ def train(
     # A queue rather than a return value: a spawned process's result must come back to this one.
     results = multiprocessing.get_context("spawn").SimpleQueue()
     if nproc_per_node is None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        training(0, config, global_config, resume, results)  # one process: no process group to set up
+        training(0, config, global_config, resume, results, hooks)  # one process: no process group to set up
         return results.get()
+    if hooks is not None:
+        raise ConfigError("hooks (the hyperparameter search) run in one process: start the run without torchrun")
     # the config's errors here, on one line, rather than from inside each spawned process
     checked = validate_config(config, REFUSED)
     check_distributed_config(checked, nproc_per_node or int(os.environ["WORLD_SIZE"]))

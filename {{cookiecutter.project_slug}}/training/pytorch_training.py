@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import Run, RunResult, autocast
+from training.common import Run, RunHooks, RunResult, autocast
 
 ROUTINE = "pytorch"
 # Keys this routine cannot honour, with what to do instead.
@@ -57,11 +57,15 @@ def evaluate(run: Run) -> dict[str, float]:
 
 
 def train(
-    config: dict[str, Any], global_config: GlobalConfig = GLOBAL_CONFIG, resume: str | Path | None = None
+    config: dict[str, Any],
+    global_config: GlobalConfig = GLOBAL_CONFIG,
+    resume: str | Path | None = None,
+    hooks: RunHooks | None = None,
 ) -> RunResult:
-    """Train ``config`` with a hand-written loop; ``resume`` is ``latest``, a run name or a checkpoint path."""
+    """Train ``config`` with a hand-written loop; ``resume`` is ``latest``, a run name or a checkpoint path;
+    ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run."""
     # build and resume
-    run = Run(config, global_config, ROUTINE, resume, REFUSED)
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, hooks=hooks)
     # loop
     with run.guard():
         for epoch in run.epochs():

@@ -333,6 +333,19 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
     return problems
 
 
+def set_key(config: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``KEY`` or a dotted ``KEY.arg`` (a keyword argument of a class in the config) to ``value``, in place."""
+    *parents, last = key.split(".")
+    if parents and parents[0] not in SCHEMA:
+        raise ConfigError(f"unknown key {parents[0]!r} (see train.py --help)")
+    target = config
+    for part in parents:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{part!r} is not a dict of keyword arguments")
+    target[last] = value
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Config as data: dotted names for classes and functions (config.json, checkpoints, experiments.csv)
 # ---------------------------------------------------------------------------------------------------------------------

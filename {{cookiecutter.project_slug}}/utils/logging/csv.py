@@ -31,7 +31,8 @@ HEAD_COLUMNS = [
     "epochs_completed",
     "best_epoch",
 ]
-TAIL_COLUMNS = ["git_commit", "git_dirty", "device", "world_size", "run_dir"]
+# study and trial: the runs of a hyperparameter search (hyperparameter.py)
+TAIL_COLUMNS = ["git_commit", "git_dirty", "device", "world_size", "run_dir", "study", "trial"]
 LOCK_TIMEOUT_S = 60
 
 

@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--routine", action="append", help="only these routines (repeatable, comma lists)")
     parser.add_argument(
-        "--status", action="append", help="only runs with this status: completed, interrupted, failed, running"
+        "--status", action="append", help="only runs with this status: completed, interrupted, failed, pruned, running"
     )
     parser.add_argument("--last", type=_positive_int, default=None, metavar="N", help="only the N most recent runs")
     parser.add_argument(
