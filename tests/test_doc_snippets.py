@@ -211,9 +211,14 @@ def commands(code: str) -> list[list[str]]:
             else:
                 current.append(token)
         found.append(current)
-    # leading VAR=value assignments only set the environment of the command
-    found = [[token for i, token in enumerate(cmd) if not all(ASSIGNMENT.match(t) for t in cmd[: i + 1])] for cmd in found]
-    return [cmd for cmd in found if cmd]
+    return [cmd for cmd in map(without_assignments, found) if cmd]
+
+
+def without_assignments(cmd: list[str]) -> list[str]:
+    """The command without its leading VAR=value words, which only set its environment."""
+    while cmd and ASSIGNMENT.match(cmd[0]):
+        cmd = cmd[1:]
+    return cmd
 
 
 def option_problems(project: Path, command: list[str], args: list[str]) -> list[str]:
