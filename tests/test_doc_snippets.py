@@ -99,6 +99,20 @@ def bake(output: Path) -> Path:
     return output / "segmentation_project"
 
 
+def python_in(project: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run this Python in the baked project's folder, without the caller's LOG_DIR, venv or paths leaking in."""
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def pages_with(languages: set[str]) -> list[str]:
     return [page.name for page in DOCS if any(block.lang in languages for block in blocks(page))]
 
@@ -123,8 +137,7 @@ def test_data_blocks_parse():
 @pytest.mark.parametrize("page", pages_with({"python"}))
 def test_python_blocks_run(page, tmp_path):
     """The page's python blocks, in order, in a fresh project with every option: each runs (or compiles)."""
-    project = bake(tmp_path)
-    env = clean_env()  # logs and weights land in the baked project, whatever the caller's LOG_DIR
+    project = bake(tmp_path)  # logs and weights of the blocks land in it (python_in drops the caller's LOG_DIR)
     for block in blocks(TEMPLATE_DIR / "docs" / page):
         if block.lang != "python":
             continue
@@ -139,16 +152,7 @@ def test_python_blocks_run(page, tmp_path):
             target = project / block.file
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(block.code, encoding="utf-8")
-        proc = subprocess.run(
-            [sys.executable, "-c", block.code],
-            cwd=project,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
+        proc = python_in(project, "-c", block.code, timeout=600)
         assert proc.returncode == 0, f"{block} failed:\n{block.code}\n--- stderr ---\n{proc.stderr[-4000:]}"
 
 
@@ -183,16 +187,7 @@ def args_commands(makefile: Path) -> dict[str, list[str]]:
 @cache
 def help_text(project: Path, command: tuple[str, ...]) -> str:
     """``--help`` of a script or module of the baked project."""
-    proc = subprocess.run(
-        [sys.executable, *command, "--help"],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = python_in(project, *command, "--help", timeout=300)
     assert proc.returncode == 0, f"{' '.join(command)} --help failed in the baked project:\n{proc.stderr[-2000:]}"
     return proc.stdout
 

@@ -1,10 +1,10 @@
 """The generated project's README describes the project it is in: its commands, its files, its options only."""
 
 import re
-from pathlib import Path
 
 import pytest
 from test_bake import DEFAULTS, SUPPORTED_COMBINATIONS, bake_ok, combination_id
+from test_doc_snippets import makefile_targets
 
 # Words that only the README of a project with the option on may contain (case-insensitive).
 OPTION_WORDS = {
@@ -19,10 +19,6 @@ OPTION_WORDS = {
 # Named in the README as what runs and users create, not as files of the project.
 NOT_BAKED = ("logs/", "weights/", "data/", "predictions", ".venv", ".env", "path/to/")
 FILE_NAME = re.compile(r"^\.?[\w.-]+(/[\w.<>-]*)*$")
-
-
-def makefile_targets(project: Path) -> set[str]:
-    return set(re.findall(r"^([a-z][\w-]*)\s*:(?!=)", (project / "Makefile").read_text(encoding="utf-8"), re.M))
 
 
 def layout_paths(readme: str) -> list[str]:
@@ -50,7 +46,7 @@ def test_readme_matches_the_project(cookies, answers):
 
     targets = set(re.findall(r"\bmake ([a-z][\w-]*)", readme))
     assert {"env-dev", "train", "predict", "test", "lint"} <= targets
-    missing = sorted(targets - makefile_targets(project))
+    missing = sorted(targets - makefile_targets(project / "Makefile"))
     assert not missing, f"the README names make targets that the Makefile lacks: {missing}"
 
     layout = layout_paths(readme)
