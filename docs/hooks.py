@@ -120,8 +120,11 @@ def keys_table() -> str:
 
 def config_table() -> str:
     """Every SCHEMA key with its meaning and default, in SCHEMA's order."""
+    def shown(default: str) -> str:
+        return "<em>required</em>" if default == "required" else f"<code>{html.escape(default)}</code>"
+
     rows = "".join(
-        f"<tr><td><code>{key}</code></td><td>{html.escape(doc)}</td><td><code>{html.escape(default)}</code></td></tr>"
+        f"<tr><td><code>{key}</code></td><td>{html.escape(doc)}</td><td>{shown(default)}</td></tr>"
         for key, doc, default in schema()
     )
     return f"<table><thead><tr><th>key</th><th>meaning</th><th>default</th></tr></thead><tbody>{rows}</tbody></table>"
