@@ -120,6 +120,7 @@ def keys_table() -> str:
 
 def config_table() -> str:
     """Every SCHEMA key with its meaning and default, in SCHEMA's order."""
+
     def shown(default: str) -> str:
         return "<em>required</em>" if default == "required" else f"<code>{html.escape(default)}</code>"
 
