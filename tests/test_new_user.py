@@ -60,7 +60,7 @@ def test_new_user(tmp_path):
     assert len(pd.read_csv(project / "logs" / run_name / "history.csv")) == 1
 
     # The project's own checks, as its README tells a new user to run them: the tests pass, ruff and pylint are clean.
-    for target, timeout in (("test", 900), ("lint", 900)):
+    for target, timeout in (("test", 1800), ("lint", 1800)):
         start = time.monotonic()
         run(["make", target], cwd=project, timeout=timeout, env=env)
         print(f"make {target}: {time.monotonic() - start:.1f} s")
