@@ -86,7 +86,7 @@ def test_conda_commands(cookies):
     """What `make ENV_MANAGER=conda env-dev` runs, shown by make -n; then the up-to-date and update cases."""
     project = bake_ok(cookies, {})
     for target, conda_file in (("env", "environment.yml"), ("env-dev", "dev.yml")):
-        dry_run = make(project, "-n", "ENV_MANAGER=conda", target).stdout
+        dry_run = make(project, "-n", "ENV_MANAGER=conda", target, env=without_conda()).stdout  # mamba would be used
         assert f"conda env create -p .venv -f {conda_file}\n" in dry_run
         assert "pip install" not in dry_run  # pip runs inside conda, from the file's pip section
         assert "Activate it with: conda activate ./.venv" in dry_run
@@ -104,7 +104,8 @@ def test_conda_commands(cookies):
     # A changed pin updates the environment in place, dropping what the files no longer list.
     for stamp in stamps:
         os.utime(stamp, (0, 0))
-    assert "conda env update --prune -p .venv -f dev.yml" in make(project, "-n", "ENV_MANAGER=conda", "env-dev").stdout
+    dry_run = make(project, "-n", "ENV_MANAGER=conda", "env-dev", env=without_conda()).stdout
+    assert "conda env update --prune -p .venv -f dev.yml" in dry_run
 
     # A pip venv in the way is refused, not overwritten (CONDA=true: a conda that is there, so the next check runs).
     (project / ".venv" / "conda-meta").rmdir()
