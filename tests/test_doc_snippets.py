@@ -155,6 +155,12 @@ def test_python_blocks_run(page, tmp_path):
         proc = python_in(project, "-c", block.code, timeout=600)
         assert proc.returncode == 0, f"{block} failed:\n{block.code}\n--- stderr ---\n{proc.stderr[-4000:]}"
 
+    # The files a page tells users to add pass the project's own lint, as `make lint` runs it.
+    files = [block.file for block in blocks(TEMPLATE_DIR / "docs" / page) if block.file]
+    for tool in (["ruff", "check"], ["ruff", "format", "--check"], ["pylint"]) if files else []:
+        proc = python_in(project, "-m", *tool, *files, timeout=600)
+        assert proc.returncode == 0, f"{' '.join(tool)} on the files of docs/{page}:\n{proc.stdout[-4000:]}"
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # bash blocks: checked against the baked project, not run
