@@ -3,7 +3,8 @@
 In a page, ``<!-- routines:side-by-side -->`` becomes a table with one column per routine file
 (``{{cookiecutter.project_slug}}/training/*_training.py``, raw PyTorch first) and one row per part of the file (the
 module head, the helpers, ``train()``); ``<!-- routines:keys -->`` becomes the table of config keys (SCHEMA of
-``training/schema.py``) with what each routine refuses (its ``REFUSED`` dict). The files are parsed, never imported.
+``training/schema.py``) with what each routine refuses (its ``REFUSED`` dict); ``<!-- config:keys -->`` becomes the
+table of config keys with their meaning and default, for the config page. The files are parsed, never imported.
 """
 
 import ast
@@ -16,6 +17,7 @@ ORDER = ("pytorch", "ignite", "fastai")
 ROWS = ("module: docstring, imports, constants", "helpers", "train()")
 SIDE_BY_SIDE = "<!-- routines:side-by-side -->"
 KEYS = "<!-- routines:keys -->"
+CONFIG_KEYS = "<!-- config:keys -->"
 PRE = 'style="font-size: 0.62em; line-height: 1.35; overflow-x: auto; white-space: pre; margin: 0"'
 
 
@@ -116,11 +118,26 @@ def keys_table() -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def config_table() -> str:
+    """Every SCHEMA key with its meaning and default, in SCHEMA's order."""
+
+    def shown(default: str) -> str:
+        return "<em>required</em>" if default == "required" else f"<code>{html.escape(default)}</code>"
+
+    rows = "".join(
+        f"<tr><td><code>{key}</code></td><td>{html.escape(doc)}</td><td>{shown(default)}</td></tr>"
+        for key, doc, default in schema()
+    )
+    return f"<table><thead><tr><th>key</th><th>meaning</th><th>default</th></tr></thead><tbody>{rows}</tbody></table>"
+
+
 def on_page_content(html_text: str, page, config, files):  # MkDocs' hook signature
     if SIDE_BY_SIDE in html_text:
         html_text = html_text.replace(SIDE_BY_SIDE, side_by_side())
     if KEYS in html_text:
         html_text = html_text.replace(KEYS, keys_table())
+    if CONFIG_KEYS in html_text:
+        html_text = html_text.replace(CONFIG_KEYS, config_table())
     return html_text
 
 

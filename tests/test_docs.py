@@ -2,11 +2,13 @@
 
 import ast
 import html
+import json
 import re
 import sys
 from pathlib import Path
 
 from conftest import TEMPLATE_DIR, run
+from test_doc_snippets import all_options, blocks
 
 
 def refused_keys(source: str) -> dict[str, str]:
@@ -23,11 +25,17 @@ def test_docs_build(tmp_path):
     run([str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")], cwd=TEMPLATE_DIR, timeout=120)
     for page in [
         "index.html",
+        "getting-started/index.html",
         "questions/index.html",
         "generated-project/index.html",
+        "config/index.html",
         "routines/index.html",
         "tracking/index.html",
+        "distributed/index.html",
+        "docker/index.html",
         "search/index.html",
+        "extending/index.html",
+        "troubleshooting/index.html",
         "developing/index.html",
     ]:
         assert (tmp_path / "site" / page).is_file(), f"{page} was not built"
@@ -44,6 +52,60 @@ def test_docs_build(tmp_path):
         assert not missing, f"{path.name} is not all on the routines page: {missing[:3]}"
         for why in refused_keys(source).values():
             assert f"refused: {html.escape(why)}" in routines, f"{path.name}: {why!r} is not in the keys table"
+
+    # docs/hooks.py fills the config page from SCHEMA: every key, with its meaning, as the code has it now.
+    config_page = (tmp_path / "site" / "config" / "index.html").read_text(encoding="utf-8")
+    assert "<!-- config:keys -->" not in config_page
+    keys = schema_keys()
+    assert "EPOCHS" in keys and "MODEL" in keys
+    missing = [
+        key for key, doc in keys.items() if f"<td><code>{key}</code></td><td>{html.escape(doc)}</td>" not in config_page
+    ]
+    assert not missing, f"config keys missing from the built config page: {missing}"
+
+
+def schema_keys() -> dict[str, str]:
+    """SCHEMA of the project's training/schema.py, key -> meaning, imported from the template's code."""
+    project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
+    code = "import json, training.schema as s; print(json.dumps({k: v.doc for k, v in s.SCHEMA.items()}))"
+    return json.loads(run([sys.executable, "-c", code], cwd=project, timeout=120).stdout)
+
+
+def test_generated_project_page_names_every_file(tmp_path):
+    """docs/generated-project.md names every file of a project baked with every available option."""
+    options = [option for option in all_options()]
+    bake = [sys.executable, "-m", "cookiecutter", "--no-input", "--default-config", "-o", str(tmp_path)]
+    run([*bake, str(TEMPLATE_DIR), *options], cwd=tmp_path, timeout=120)
+    project = tmp_path / "segmentation_project"
+    page = (TEMPLATE_DIR / "docs" / "generated-project.md").read_text(encoding="utf-8")
+    files = [path.relative_to(project).as_posix() for path in project.rglob("*") if path.is_file()]
+    assert "train.py" in files
+    missing = sorted(
+        f for f in files if Path(f).name != "__init__.py" and not re.search(rf"(?m)^{re.escape(f)}\s", page)
+    )
+    assert not missing, f"docs/generated-project.md does not list {missing}"
+
+
+def test_troubleshooting_messages_are_in_the_code():
+    """Each message quoted on the troubleshooting page still exists in the code: a fixed part of it is found there."""
+    sources = "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in (TEMPLATE_DIR / "{{cookiecutter.project_slug}}", TEMPLATE_DIR / "hooks")
+        for path in folder.rglob("*")
+        if path.is_file() and (path.suffix == ".py" or path.name == "Makefile")
+    )
+    sources = re.sub(r"[\"']\s*\n\s*f?[\"']", "", sources)  # join strings continued on the next line
+    sources = sources.replace("$(VENV)", ".venv").replace("$(PYTHON)", ".venv/bin/python")  # the Makefile's defaults
+    page = TEMPLATE_DIR / "docs" / "troubleshooting.md"
+    messages = [line for block in blocks(page) if block.lang == "text" for line in block.code.splitlines() if line]
+    assert len(messages) >= 20
+    for message in messages:
+        # Split off what changes from run to run (quoted values, (...), [...], paths, numbers) and at ": ", where
+        # messages are put together from parts (a config key, an exception's name, a run name).
+        fixed = re.split(r": |'[^']*'|\([^)]*\)|\[[^\]]*\]|\S*[/\d]\S*", re.sub(r"^(error|ERROR): ", "", message))
+        parts = sorted({part.strip(" :;,.") for part in fixed if len(part.strip(" :;,.")) >= 9}, key=len)
+        assert parts, f"no fixed text to look for in {message!r}"
+        assert any(part in sources for part in parts), f"{message!r}: none of {parts} is in the code any more"
 
 
 def option_strings(source: str) -> set[str]:
