@@ -290,7 +290,9 @@ def test_makefile_targets(cookies):
     dry_run = run(["make", "-n", "train", "PYTHON=python", "ARGS=--set EPOCHS=1"], cwd=project, timeout=60).stdout
     assert "python train.py --set EPOCHS=1" in dry_run
 
-    dry_run = run(["make", "-n", "search", "PYTHON=python", "TRIALS=4", "ARGS=--resume"], cwd=project, timeout=60).stdout
+    dry_run = run(
+        ["make", "-n", "search", "PYTHON=python", "TRIALS=4", "ARGS=--resume"], cwd=project, timeout=60
+    ).stdout
     assert "python hyperparameter.py --trials 4 --resume" in dry_run
 
 

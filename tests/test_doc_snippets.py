@@ -85,11 +85,7 @@ def blocks(page: Path) -> list[Block]:
 def all_options() -> list[str]:
     """cookiecutter key=value arguments turning on every yes/no question."""
     questions = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text(encoding="utf-8"))
-    return [
-        f"{key}=true"
-        for key, value in questions.items()
-        if isinstance(value, bool) and not key.startswith("_")
-    ]
+    return [f"{key}=true" for key, value in questions.items() if isinstance(value, bool) and not key.startswith("_")]
 
 
 def bake(output: Path) -> Path:
