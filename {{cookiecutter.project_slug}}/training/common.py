@@ -786,6 +786,8 @@ class Run:
     Args:
         refused: config keys the routine cannot honour, with the reason; setting one is a ConfigError.
         framework_schedule: the framework runs ONE_CYCLE itself (fastai's fit_one_cycle): build no OneCycleLR.
+        framework_ddp: the framework wraps the model in DDP itself (fastai's distrib_ctx): ``train_model`` stays the
+            bare model.
         hooks: what a caller that starts runs itself (the hyperparameter search) adds to this run.
     """
 
@@ -797,6 +799,7 @@ class Run:
         resume: str | Path | None = None,
         refused: Mapping[str, str] | None = None,
         framework_schedule: bool = False,
+        framework_ddp: bool = False,
         hooks: RunHooks | None = None,
     ) -> None:
         self.hooks = hooks or RunHooks()
@@ -831,7 +834,7 @@ class Run:
         # Training steps go through DDP, which averages the gradients over the ranks; ``model`` stays the bare
         # module, which checkpoints, predictions and TensorBoard use (so checkpoints are the same as in one process).
         self.train_model: nn.Module = self.model
-        if self.world_size > 1:
+        if self.world_size > 1 and not framework_ddp:
             device_ids = [self.device] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
         self._signals = _StopSignals()

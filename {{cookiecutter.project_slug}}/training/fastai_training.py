@@ -6,21 +6,24 @@ Building, resuming, checkpoints and records are shared (training/common.py). fas
 RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run, AutocastCallback does
 MIXED_PRECISION, and fastai's own GradientClip does GRAD_CLIP.
 
-Under ``torchrun --nproc_per_node=N train.py`` the Learner trains the Run's DDP-wrapped model on the Run's shards,
-exactly as the raw routine does, rather than through fastai's ``distrib_ctx``: in fastai 2.8.12 that needs the
-``accelerate`` package, re-shards and reshuffles the loaders with fastai's own RNG (other batches than the other
-routines, and no per-epoch seeding for resume), pads the validation set with repeated samples, converts BatchNorm to
-SyncBatchNorm (CUDA only) and broadcasts with ``.cuda()`` (so it fails on the CPU).
+Under ``torchrun --nproc_per_node=N train.py`` the fit runs in fastai's own ``Learner.distrib_ctx`` (see
+:func:`distributed`): fastai wraps the model in DDP (through the ``accelerate`` package) and deals out the training
+set with its DistributedDL, rank 0 drawing each epoch's order. Three things are set around it so that the run means
+what it means in the other routines: the epoch's order is seeded with (SEED, epoch) (RunEventsCallback.before_epoch:
+a resumed run sees the same batches), validation runs on the Run's own shards, which repeat no sample (DistributedDL
+pads them), and BatchNorm stays BatchNorm (``sync_bn=False``: SyncBatchNorm runs on CUDA only).
 """
 
+import random
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 # fastai creates its Cancel* exceptions at import time, where pylint cannot see them
 from fastai.callback.core import Callback, CancelFitException, CancelStepException  # pylint: disable=no-name-in-module
@@ -31,6 +34,7 @@ from fastai.data.core import DataLoaders
 from fastai.learner import AvgLoss, AvgMetric, Learner, SkipToEpoch
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_detach
+from torch.utils.data import DataLoader
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
 from training.common import LOGGER, Run, RunHooks, RunResult, autocast, current_lr
@@ -52,7 +56,18 @@ class RunDataLoaders(DataLoaders):
     """
 
     def __init__(self, run: Run) -> None:
-        super().__init__(run.train_loader, run.val_loader)
+        train_loader = run.train_loader
+        if run.world_size > 1:  # the whole training set, shuffled: distrib_ctx's DistributedDL shards it itself
+            train_loader = DataLoader(
+                train_loader.dataset,
+                batch_size=train_loader.batch_size,
+                shuffle=True,  # what DistributedDL reads from a RandomSampler
+                num_workers=train_loader.num_workers,
+                pin_memory=train_loader.pin_memory,
+                drop_last=train_loader.drop_last,
+                persistent_workers=train_loader.persistent_workers,
+            )
+        super().__init__(train_loader, run.val_loader)
         self._device = run.device
 
 
@@ -180,14 +195,22 @@ class RunEventsCallback(Callback):
                 for name, schedule in callback.scheds.items():
                     self.opt.set_hyper(name, schedule(self.epoch / self.n_epoch))
         self.training_run.begin_epoch(self.epoch + 1)
+        loader = getattr(self.dls.train, "dl", None)  # under distrib_ctx: the DataLoader inside DistributedDL
+        if loader is not None:  # whose order rank 0 draws with this generator (and sends to the other ranks)
+            loader.rng = random.Random(self.training_run.config["SEED"] * 100_003 + self.epoch + 1)
 
     def before_train(self) -> None:
         """Start the epoch's train loss."""
         self.train_loss.reset()
 
     def before_validate(self) -> None:
-        """Validate rank 0's model on every rank."""
+        """Validate rank 0's model on every rank, each on its own shard of the validation set.
+
+        Under distrib_ctx, the Run's shard replaces DistributedDL's, which pads the last shard with samples of the
+        first (one sample would count twice in the means).
+        """
         self.training_run.sync_buffers()
+        self.learn.dl = self.training_run.val_loader
 
     def after_loss(self) -> None:
         """Stop on a NaN or infinite loss before it reaches the weights, as the raw routine does."""
@@ -225,7 +248,7 @@ def build_learner(run: Run) -> Learner:
     learn = RunLearner(
         run,
         RunDataLoaders(run),
-        run.train_model,  # DDP-wrapped under torchrun
+        run.model,  # distrib_ctx wraps it in DDP under torchrun
         loss_func=run.loss_fn,
         lr=current_lr(run.optimizer),
         cbs=callbacks,
@@ -237,6 +260,30 @@ def build_learner(run: Run) -> Learner:
     if run.rank != 0 or not sys.stdout.isatty():  # fastprogress draws its bars on stdout even when it is a file
         learn.remove_cb(ProgressCallback)
     return learn
+
+
+def _broadcast_from_cpu(self: Any, values: list[int], rank: int) -> list[int]:  # pylint: disable=unused-argument
+    """DistributedDL._broadcast for gloo: the same broadcast, of a CPU tensor."""
+    tensor = torch.tensor(values, dtype=torch.long)
+    dist.broadcast(tensor, rank)
+    return tensor.tolist()
+
+
+def distributed(learn: Learner, run: Run) -> AbstractContextManager:
+    """fastai's ``distrib_ctx`` under torchrun; nothing in a single process (which then needs no ``accelerate``).
+
+    fastai 2.8.12's DistributedDL sends the epoch's sample order from rank 0 with ``.cuda()`` (nccl's need), which
+    fails on the CPU: with gloo its ``_broadcast`` is replaced by the same broadcast of a CPU tensor. ``accelerate``
+    wraps the model in DDP on the CPU only when told ``cpu=True``.
+    """
+    if run.world_size == 1:
+        return nullcontext()
+    # Imported here: fastai.distributed imports accelerate, which only distributed runs need.
+    from fastai.distributed import DistributedDL  # pylint: disable=import-outside-toplevel
+
+    if dist.get_backend() == "gloo":
+        DistributedDL._broadcast = _broadcast_from_cpu  # pylint: disable=protected-access
+    return learn.distrib_ctx(sync_bn=False, cpu=run.device.type == "cpu")
 
 
 def find_lr(learn: Learner, run: Run) -> None:
@@ -283,11 +330,12 @@ def train(
     """Train ``config`` with a fastai Learner; ``resume`` is ``latest``, a run name or a checkpoint path;
     ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run."""
     # build and resume
-    run = Run(config, global_config, ROUTINE, resume, REFUSED, framework_schedule=True, hooks=hooks)
+    run = Run(config, global_config, ROUTINE, resume, REFUSED, framework_schedule=True, framework_ddp=True, hooks=hooks)
     with run.guard():
         learn = build_learner(run)
         # loop (evaluate, checkpoint and record: RunEventsCallback.after_epoch)
-        with learn.no_logging(), closing_autocast(learn):  # no fastai table: run.end_epoch logs each epoch
+        # no fastai table (run.end_epoch logs each epoch); under torchrun, fastai's distributed training
+        with learn.no_logging(), closing_autocast(learn), distributed(learn, run):
             if run.start_epoch <= run.config["EPOCHS"]:
                 if run.config["LR_FIND"] and run.start_epoch == 1:
                     find_lr(learn, run)
