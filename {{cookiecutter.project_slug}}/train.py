@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with command_line():
             result = run(args)
+        close_distributed(wait=True)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,20 @@ def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
         train.main(["--help"])
     out = capsys.readouterr().out
     assert all(key in out for key in SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("OPTIMIZER_CONFIG.betas=3", "OPTIMIZER=AdamW does not take OPTIMIZER_CONFIG"),
+        ("OPTIMIZER_CONFIG.lr=-1", "Invalid learning rate"),
+    ],
+)
+def test_arguments_a_class_refuses_are_one_line_errors_before_anything_is_written(
+    assignment: str, message: str, run_script: Callable, global_config: GlobalConfig
+) -> None:
+    result = run_script("train.py", "--set", assignment, "--set", "DEVICE='cpu'", "--epochs", "1")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not global_config.LOG_DIR.exists() or not any(global_config.LOG_DIR.iterdir())

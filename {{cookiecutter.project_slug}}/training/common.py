@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ra
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
 from training.schema import ConfigError, to_jsonable, validate_config
+from utils.data.datasets import DataError
 from utils.logging.csv import append_history, flatten, read_experiments, upsert_experiment
 from utils.logging.plot import plot_history
 from utils.name import make_run_name
@@ -115,15 +116,37 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return tensor.tolist()
 
 
-def close_distributed() -> None:
-    """Leave the process group, if this process joined one (torch warns at exit otherwise)."""
+def close_distributed(wait: bool = False) -> None:
+    """Leave the process group, if this process joined one (torch warns at exit otherwise).
+
+    ``wait``: after a run that ended well, wait for every rank first, so that no rank tears the group down while
+    another still finishes its last exchange (gloo can then abort the slower process at exit).
+    """
     if dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Builders
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def instantiate(config: dict[str, Any], key: str, *args: Any) -> Any:
+    """``config[key](*args, **config[key + "_CONFIG"])``; arguments the class refuses are a ConfigError naming the key.
+
+    A wrong keyword or value in a ``*_CONFIG`` dict (``--set OPTIMIZER_CONFIG.betas=3``) is the user's to fix: one
+    line that says where, rather than a traceback from inside torch.
+    """
+    factory, kwargs = config[key], config[f"{key}_CONFIG"]
+    try:
+        return factory(*args, **kwargs)
+    except (ConfigError, DataError):  # already say what is wrong
+        raise
+    except (TypeError, ValueError) as err:
+        name = getattr(factory, "__qualname__", repr(factory))
+        raise ConfigError(f"{key}={name} does not take {key}_CONFIG={kwargs!r}: {err}") from err
 
 
 class _Transformed(Dataset):
@@ -141,9 +164,9 @@ class _Transformed(Dataset):
 
 def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     """Training and validation datasets: VAL_DATASET if given, else a seeded VAL_FRACTION split of DATASET."""
-    dataset = config["DATASET"](**config["DATASET_CONFIG"])
+    dataset = instantiate(config, "DATASET")
     if config["VAL_DATASET"] is not None:
-        train_set, val_set = dataset, config["VAL_DATASET"](**config["VAL_DATASET_CONFIG"])
+        train_set, val_set = dataset, instantiate(config, "VAL_DATASET")
     else:
         n_val = round(len(dataset) * config["VAL_FRACTION"])
         if not 0 < n_val < len(dataset):
@@ -200,7 +223,7 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
 
 def build_model(config: dict[str, Any], device: torch.device) -> nn.Module:
     """MODEL(**MODEL_CONFIG) on ``device``, in channels-last memory format if CHANNELS_LAST (not compiled yet)."""
-    return config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=memory_format(config))
+    return instantiate(config, "MODEL").to(device, memory_format=memory_format(config))
 
 
 def memory_format(config: dict[str, Any]) -> torch.memory_format:
@@ -220,7 +243,7 @@ def compile_model(config: dict[str, Any], model: nn.Module) -> None:
 
 def build_optimizer(config: dict[str, Any], model: nn.Module) -> torch.optim.Optimizer:
     """OPTIMIZER over the model's parameters."""
-    return config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
+    return instantiate(config, "OPTIMIZER", model.parameters())
 
 
 def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
@@ -231,7 +254,7 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, st
         )
     if config["SCHEDULER"] is None:
         return None
-    return config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
+    return instantiate(config, "SCHEDULER", optimizer)
 
 
 def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
