@@ -13,5 +13,5 @@ def test_baked_project_tests_pass(cookies, answers):
     assert result.exception is None, result.exception
 
     # This venv has every package the project needs (requirements-template.txt); its Makefile takes PYTHON=...
-    proc = run(["make", "test", f"PYTHON={sys.executable}"], cwd=result.project_path, timeout=600, env=clean_env())
+    proc = run(["make", "test", f"PYTHON={sys.executable}"], cwd=result.project_path, timeout=1800, env=clean_env())
     assert " passed" in proc.stdout
