@@ -45,6 +45,7 @@ BASE_FILES = {
     "train.py",
     "training/__init__.py",
     "training/common.py",
+    "training/distributed.py",
     "training/schema.py",
     "utils/__init__.py",
     "utils/data/__init__.py",

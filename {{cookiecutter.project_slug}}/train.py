@@ -20,7 +20,8 @@ from typing import Any
 
 from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
-from training.common import LOGGER, Interrupted, RunResult, close_distributed
+from training.common import LOGGER, Interrupted, RunResult
+from training.distributed import close_distributed
 from training.schema import SCHEMA, ConfigError, import_object, set_key
 from utils.data.datasets import DataError
 from utils.torchutils import CheckpointError

@@ -9,7 +9,6 @@ import importlib.metadata
 import io
 import json
 import logging
-import os
 import platform
 import shlex
 import signal
@@ -33,6 +32,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ra
 
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
+from training.distributed import (
+    broadcast_object,
+    check_distributed_config,
+    init_distributed,
+    rank_and_world_size,
+    sum_over_ranks,
+)
 from training.schema import ConfigError, to_jsonable, validate_config
 from utils.data.datasets import DataError
 from utils.logging.csv import append_history, flatten, read_experiments, upsert_experiment
@@ -52,80 +58,6 @@ from utils.torchutils import (
 
 LOGGER = logging.getLogger("project")
 CHECKPOINT_FORMAT_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Distributed data parallel: torchrun (or Ignite's spawn) starts one process per device; rank 0 writes the files
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def backend_for(device: torch.device) -> str:
-    """The process-group backend for ``device``: nccl between GPUs, gloo between CPU processes."""
-    return "nccl" if device.type == "cuda" else "gloo"
-
-
-def init_distributed(device: torch.device) -> torch.device:
-    """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, MASTER_ADDR, ...),
-    unless a framework has joined it already; return this process's device (``cuda:LOCAL_RANK`` on GPUs).
-
-    In a single process (no WORLD_SIZE above 1) nothing happens and ``device`` is returned as it is.
-    """
-    if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return device
-        if device.type not in ("cpu", "cuda"):
-            raise ConfigError(f"distributed training runs on CUDA (nccl) or on the CPU (gloo), not on {device}")
-        dist.init_process_group(backend_for(device))
-    if device.type == "cuda":  # one GPU a process, whatever index DEVICE names
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return device
-
-
-def check_distributed_config(config: dict[str, Any], world_size: int) -> None:
-    """Refuse what a run of several processes cannot do."""
-    if world_size > 1 and config["LR_FIND"]:
-        raise ConfigError(
-            "LR_FIND runs in a single process: find the lr with python train.py, then set OPTIMIZER_CONFIG.lr "
-            "(or ONE_CYCLE's max_lr) for the distributed run"
-        )
-
-
-def rank_and_world_size() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 outside distributed training)."""
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def broadcast_object(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (``value`` itself in a single process); every rank must call it."""
-    if not dist.is_initialized():
-        return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
-
-
-def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
-    """Element-wise sums of ``values`` over all ranks (``values`` in a single process); every rank must call it."""
-    if not dist.is_initialized():
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)  # on the GPU for nccl
-    dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def close_distributed(wait: bool = False) -> None:
-    """Leave the process group, if this process joined one (torch warns at exit otherwise).
-
-    ``wait``: after a run that ended well, wait for every rank first, so that no rank tears the group down while
-    another still finishes its last exchange (gloo can then abort the slower process at exit).
-    """
-    if dist.is_initialized():
-        if wait:
-            dist.barrier()
-        dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

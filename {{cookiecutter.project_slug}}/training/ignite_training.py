@@ -24,7 +24,8 @@ from ignite.metrics import Loss
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
 from config.device import get_device
-from training.common import LOGGER, Run, RunHooks, RunResult, autocast, backend_for, check_distributed_config
+from training.common import LOGGER, Run, RunHooks, RunResult, autocast
+from training.distributed import backend_for, check_distributed_config
 from training.schema import ConfigError, validate_config
 from utils.torchutils import backprop
 
