@@ -869,7 +869,9 @@ class Run:
         if self.scheduler_per_step:
             self.scheduler.step()
         if self.tensorboard is not None:
-            self.tensorboard.log_step(self.step, loss)
+            # Held: a signal raised inside the writer's queue hand-over can leave its thread waiting at close.
+            with self._signals.held():
+                self.tensorboard.log_step(self.step, loss)
 
     def mean_over_ranks(self, totals: dict[str, float], count: int) -> dict[str, float]:
         """Sums over this rank's samples and their count -> the means over the samples of all ranks.
