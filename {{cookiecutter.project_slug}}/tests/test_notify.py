@@ -37,6 +37,7 @@ from utils.notify.smtp import (
     notify_run,
     parse_recipients,
     read_env_file,
+    run_failed_message,
 )
 
 USER = "bob"
@@ -231,6 +232,13 @@ def test_failed_or_interrupted_run_sends_the_error_and_the_end_of_the_log(tmp_pa
     assert error.strip() in body
     assert f"python train.py --resume {result.run_name}" in body
     assert "log line 50" in body and "log line 21" in body and "log line 20\n" not in body  # the last 30 lines
+
+
+def test_the_failure_mail_gives_the_run_s_own_resume_command(tmp_path: Path) -> None:
+    result, _ = _run(tmp_path, "interrupted", "KeyboardInterrupt: SIGTERM")
+    command = f"python train.py --routine ignite --set EPOCHS=9 --resume {result.run_name}"
+    message = run_failed_message(result, details={"routine": "ignite"}, resume=command)
+    assert f"continue the run with:\n  {command}\n" in message.body
 
 
 def test_starttls_with_login_trusts_a_private_ca(certificate: tuple[Path, Path]) -> None:

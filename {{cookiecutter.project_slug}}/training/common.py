@@ -583,7 +583,10 @@ class RunRecorder:
         if self.config["NOTIFY"]:  # after the records, so that the message sees the finished files; never raises
             smtp = importlib.import_module("utils.notify.smtp")  # only in projects generated with e-mail
             details = {"session": self.config["SESSION_NAME"], "routine": self.routine, "device": str(self.device)}
-            smtp.notify_run(self.config["NOTIFY"], result, self.history, metric=self.metric, details=details)
+            resume = resume_command(self.routine, self.run_name)
+            smtp.notify_run(
+                self.config["NOTIFY"], result, self.history, metric=self.metric, details=details, resume=resume
+            )
         if self._log_handler is not None:
             LOGGER.removeHandler(self._log_handler)
             self._log_handler.close()

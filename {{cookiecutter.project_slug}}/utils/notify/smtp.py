@@ -632,8 +632,12 @@ def run_failed_message(
     *,
     details: Mapping[str, Any] | None = None,
     project: str = ROOT_PATH.name,
+    resume: str | None = None,
 ) -> Message:
-    """The e-mail of a failed or interrupted run: the error, how to resume, and the last lines of its log."""
+    """The e-mail of a failed or interrupted run: the error, how to resume, and the last lines of its log.
+
+    ``resume``: the command that continues the run (default: ``python train.py --resume <run>``).
+    """
     error = result.error or "no error message"
     if result.status == "interrupted":
         headline = f"[{project}] run {result.run_name} interrupted after {result.epochs_completed} epochs"
@@ -652,7 +656,7 @@ def run_failed_message(
     if (Path(result.weight_dir) / "last.pt").is_file():
         lines += [
             f"The checkpoint of epoch {result.epochs_completed} is kept; continue the run with:",
-            f"  python train.py --resume {result.run_name}",
+            f"  {resume or f'python train.py --resume {result.run_name}'}",
             "",
         ]
     if result.best:
@@ -680,6 +684,7 @@ def notify_run(
     metric: str | None = None,
     details: Mapping[str, Any] | None = None,
     settings: SMTPSettings | None = None,
+    resume: str | None = None,
 ) -> bool:
     """E-mail the outcome of a run: the completed message, or the failed one with the end of ``log_file``.
 
@@ -692,7 +697,7 @@ def notify_run(
             message = run_completed_message(result, history, metric=metric, details=details)
         else:
             log_tail = read_log_tail(log_file if log_file is not None else Path(result.run_dir) / "train.log")
-            message = run_failed_message(result, log_tail, details=details)
+            message = run_failed_message(result, log_tail, details=details, resume=resume)
     except SMTPConfigError as err:
         LOGGER.warning("e-mail not sent: %s", err)
         return False
