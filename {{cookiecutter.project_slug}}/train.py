@@ -20,14 +20,14 @@ from typing import Any
 
 from config.config import ROOT_PATH, get_global_config
 from config.device import DeviceError
-from training.common import LOGGER, Interrupted, RunResult
+from training.common import LOGGER, Interrupted, PreflightError, RunResult
 from training.distributed import close_distributed
 from training.schema import SCHEMA, ConfigError, import_object, set_key
 from utils.data.datasets import DataError
 from utils.torchutils import CheckpointError
 
 # Errors that a user fixes by changing the command or the config: one line, no traceback.
-USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError)
+USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, PreflightError)
 CONSOLE = logging.StreamHandler()  # progress lines on stderr; each run also copies them to its train.log
 CONSOLE.setFormatter(logging.Formatter("%(message)s"))
 ROUTINES = sorted(path.stem.removesuffix("_training") for path in (ROOT_PATH / "training").glob("*_training.py"))

@@ -170,9 +170,10 @@ def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
     [
         ("OPTIMIZER_CONFIG.betas=3", "OPTIMIZER=AdamW does not take OPTIMIZER_CONFIG"),
         ("OPTIMIZER_CONFIG.lr=-1", "Invalid learning rate"),
+        ("MODEL_CONFIG.ch_out=2", "error: preflight check 'output shape' failed"),
     ],
 )
-def test_arguments_a_class_refuses_are_one_line_errors_before_anything_is_written(
+def test_arguments_the_model_or_a_class_refuses_are_one_line_errors_before_anything_is_written(
     assignment: str, message: str, run_script: Callable, global_config: GlobalConfig
 ) -> None:
     result = run_script("train.py", "--set", assignment, "--set", "DEVICE='cpu'", "--epochs", "1")
