@@ -30,6 +30,8 @@ from conftest import TEMPLATE_DIR, clean_env, run
 DOCS = sorted((TEMPLATE_DIR / "docs").glob("*.md"))
 ALLOWED = {"cookiecutter", "cruft", "pip", "git", "docker", "torchrun", "sbatch", "srun", "conda", "source", "cd"}
 ALLOWED |= {"tensorboard"}
+# Shell builtins that set the environment of the commands after them (a password read without echo, not typed).
+ALLOWED |= {"export", "read"}
 PYTHONS = {"python", "python3", ".venv/bin/python"}
 SHELL = {"bash", "sh", "shell"}
 # Shown, not checked: output, and formats that other tests check (the Dockerfile is tested statically).
@@ -180,8 +182,10 @@ def args_commands(makefile: Path) -> dict[str, list[str]]:
             target = head[1]
         elif target and line.startswith("\t") and "$(ARGS)" in line:
             found = re.search(r"\$\(PYTHON\) (.*?) ?\$\(ARGS\)", line)
-            if found:
-                commands[target] = found[1].split()
+            if found:  # the script a launcher runs (torch.distributed.run ... train.py), else the script or module
+                words = found[1].split()
+                scripts = [word for word in words if word.endswith(".py")]
+                commands[target] = scripts[-1:] or (words[:2] if words[0] == "-m" else words[:1])
     return commands
 
 
