@@ -8,8 +8,10 @@ from pathlib import Path
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
 
-# An activated venv, a PYTHON for make, or paths set by the caller would change what the baked project does.
+# An activated venv, a PYTHON for make, or paths set by the caller would change what the baked project does; the
+# variables of an outer make (CI runs `make test`) would make the baked project's make print "Entering directory".
 LEAKY_VARIABLES = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHON", "VENV", "DATA_DIR", "LOG_DIR", "WEIGHT_DIR"}
+LEAKY_VARIABLES |= {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
 
 
 def pytest_configure(config):
