@@ -134,6 +134,11 @@ def build_loaders(
     return train_loader, val_loader
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s training order: (SEED, epoch) alone, whichever generator draws it."""
+    return seed * 100_003 + epoch
+
+
 def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """Seed the training order of ``epoch`` with (SEED, epoch) alone.
 
@@ -142,14 +147,14 @@ def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
     """
     # A new generator rather than a reseeded one: an iterator that a framework keeps from the previous epoch
     # (Ignite draws once more from it to see it end) then cannot take a draw from this epoch's sequence.
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     loader.generator = generator
     if isinstance(loader.sampler, torch.utils.data.RandomSampler):
         loader.sampler.generator = generator
     elif isinstance(loader.sampler, DistributedSampler):
-        # It permutes with a generator seeded seed + epoch: the same permutation as one process draws, which the
+        # It permutes with a generator seeded its seed + epoch: the same permutation as one process draws, which the
         # ranks then deal out in turn (a step of all ranks trains on the samples of one process's larger batch).
-        loader.sampler.seed = seed * 100_003
+        loader.sampler.seed = epoch_seed(seed, 0)
         loader.sampler.set_epoch(epoch)
 
 

@@ -37,7 +37,7 @@ from fastai.torch_core import to_detach
 from torch.utils.data import DataLoader
 
 from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import LOGGER, Run, RunHooks, RunResult, autocast, current_lr
+from training.common import LOGGER, Run, RunHooks, RunResult, autocast, current_lr, epoch_seed
 from utils.torchutils import check_finite
 
 ROUTINE = "fastai"
@@ -197,7 +197,7 @@ class RunEventsCallback(Callback):
         self.training_run.begin_epoch(self.epoch + 1)
         loader = getattr(self.dls.train, "dl", None)  # under distrib_ctx: the DataLoader inside DistributedDL
         if loader is not None:  # whose order rank 0 draws with this generator (and sends to the other ranks)
-            loader.rng = random.Random(self.training_run.config["SEED"] * 100_003 + self.epoch + 1)
+            loader.rng = random.Random(epoch_seed(self.training_run.config["SEED"], self.epoch + 1))
 
     def before_train(self) -> None:
         """Start the epoch's train loss."""
