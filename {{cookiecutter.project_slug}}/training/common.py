@@ -25,7 +25,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ra
 from config.config import ROOT_PATH, GlobalConfig
 from config.device import get_device
 from training.distributed import (
+    broadcast_buffers,
     broadcast_object,
     check_distributed_config,
     init_distributed,
@@ -894,9 +894,7 @@ class Run:
         """Before validation: every rank takes rank 0's buffers (BatchNorm statistics), which DDP sends only at the
         start of a training step; all ranks then validate the very model that rank 0's checkpoint holds.
         """
-        if self.world_size > 1:
-            for buffer in self.model.buffers():
-                dist.broadcast(buffer, src=0)
+        broadcast_buffers(self.model)
 
     def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
         """After validation: step an epoch schedule, record the epoch, write checkpoints; True means stop early.

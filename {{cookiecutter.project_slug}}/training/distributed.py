@@ -17,6 +17,11 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
+def launched_world_size() -> int:
+    """The number of processes that torchrun started (WORLD_SIZE; 1 when the process was started by hand)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device: torch.device) -> torch.device:
     """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, MASTER_ADDR, ...),
     unless a framework has joined it already; return this process's device (``cuda:LOCAL_RANK`` on GPUs).
@@ -24,7 +29,7 @@ def init_distributed(device: torch.device) -> torch.device:
     In a single process (no WORLD_SIZE above 1) nothing happens and ``device`` is returned as it is.
     """
     if not dist.is_initialized():
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        if launched_world_size() <= 1:
             return device
         if device.type not in ("cpu", "cuda"):
             raise ConfigError(f"distributed training runs on CUDA (nccl) or on the CPU (gloo), not on {device}")
@@ -79,3 +84,10 @@ def close_distributed(wait: bool = False) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm statistics) into ``module`` on every rank; every rank must call it."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)

@@ -10,7 +10,6 @@ processes that Ignite spawns itself.
 import logging
 import math
 import multiprocessing
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ from ignite.metrics import Loss
 from config.config import GLOBAL_CONFIG, GlobalConfig
 from config.device import get_device
 from training.common import LOGGER, Run, RunHooks, RunResult, autocast
-from training.distributed import backend_for, check_distributed_config
+from training.distributed import backend_for, check_distributed_config, launched_world_size
 from training.schema import ConfigError, validate_config
 from utils.torchutils import backprop
 
@@ -189,14 +188,14 @@ def train(
     """
     # A queue rather than a return value: a spawned process's result must come back to this one.
     results = multiprocessing.get_context("spawn").SimpleQueue()
-    if nproc_per_node is None and int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if nproc_per_node is None and launched_world_size() <= 1:
         training(0, config, global_config, resume, results, hooks)  # one process: no process group to set up
         return results.get()
     if hooks is not None:
         raise ConfigError("hooks (the hyperparameter search) run in one process: start the run without torchrun")
     # the config's errors here, on one line, rather than from inside each spawned process
     checked = validate_config(config, REFUSED)
-    check_distributed_config(checked, nproc_per_node or int(os.environ["WORLD_SIZE"]))
+    check_distributed_config(checked, nproc_per_node or launched_world_size())
     with idist.Parallel(backend=backend_for(get_device(checked["DEVICE"])), nproc_per_node=nproc_per_node) as parallel:
         parallel.run(training, config, global_config, resume, results)
     return results.get()
