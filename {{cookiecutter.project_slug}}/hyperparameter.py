@@ -11,19 +11,17 @@ import importlib
 import logging
 import multiprocessing
 import os
-import runpy
 import shlex
 import signal
 import sys
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import optuna
 from torch import optim
 
 from config.config import get_global_config
-from train import USER_ERRORS, add_config_arguments, command_line, resolve_config, stop_on_sigterm
+from train import USER_ERRORS, add_config_arguments, command_line, load_from_file, resolve_config, stop_on_sigterm
 from training.common import LOGGER
 from training.schema import SCHEMA, ConfigError, validate_config
 from training.search import (
@@ -61,12 +59,7 @@ def load_space(path: str | None) -> Any:
     """SEARCH_SPACE of a Python file, or of this file by default."""
     if path is None:
         return importlib.import_module("hyperparameter").SEARCH_SPACE  # also when this file runs as __main__
-    if not Path(path).is_file():
-        raise ConfigError(f"--space {path}: no such file")
-    namespace = runpy.run_path(path)
-    if "SEARCH_SPACE" not in namespace:
-        raise ConfigError(f"--space {path}: the file defines no SEARCH_SPACE dict")
-    return namespace["SEARCH_SPACE"]
+    return load_from_file(path, "--space", "SEARCH_SPACE")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,17 +60,22 @@ def apply_override(config: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set {assignment!r}: {err}") from None
 
 
+def load_from_file(path: str, option: str, name: str) -> Any:
+    """The dict ``name`` that the Python file ``path`` (given with ``option``) defines; a ConfigError if it does not."""
+    if not Path(path).is_file():
+        raise ConfigError(f"{option} {path}: no such file")
+    namespace = runpy.run_path(path)
+    if name not in namespace:
+        raise ConfigError(f"{option} {path}: the file defines no {name} dict")
+    return namespace[name]
+
+
 def load_config(path: str | None) -> dict[str, Any]:
     """TRAIN_CONFIG of a Python file, or of config/train_config.py by default (always a deep copy)."""
     if path is None:
         config = importlib.import_module("config.train_config").TRAIN_CONFIG
     else:
-        if not Path(path).is_file():
-            raise ConfigError(f"--config {path}: no such file")
-        namespace = runpy.run_path(path)
-        if "TRAIN_CONFIG" not in namespace:
-            raise ConfigError(f"--config {path}: the file defines no TRAIN_CONFIG dict")
-        config = namespace["TRAIN_CONFIG"]
+        config = load_from_file(path, "--config", "TRAIN_CONFIG")
     return copy.deepcopy(config)
 
 
