@@ -20,7 +20,7 @@ from typing import Any
 import optuna
 from torch import optim
 
-from config.config import get_global_config
+from config.paths import get_global_config
 from train import USER_ERRORS, add_config_arguments, command_line, load_from_file, resolve_config, stop_on_sigterm
 from training.common import LOGGER
 from training.schema import SCHEMA, ConfigError, validate_config

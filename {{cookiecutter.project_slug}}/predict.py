@@ -16,12 +16,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from config.config import get_global_config
+from config.paths import get_global_config
 from config.device import DeviceError, get_device
-from training.schema import import_object
-from utils.data.datasets import IMAGE_EXTENSIONS, DataError, read_image
-from utils.path import latest_run_dir
-from utils.torchutils import CheckpointError, load_checkpoint
+from config.serialize import from_jsonable
+from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image
 
 
 def find_inputs(patterns: list[str]) -> list[Path]:
@@ -43,25 +42,21 @@ def find_inputs(patterns: list[str]) -> list[Path]:
     return sorted(found)
 
 
-def _resolve(value: object) -> object:
-    """Dotted names in a checkpoint's config back to objects (``torch.nn.modules.activation.ReLU``)."""
-    if isinstance(value, str) and "." in value and all(part.isidentifier() for part in value.split(".")):
-        try:
-            return import_object(value)
-        except ImportError:
-            return value
-    return value
-
-
 def load_model(weights: Path, device: torch.device) -> tuple[nn.Module, int]:
-    """Rebuild the model of a checkpoint and load its weights; also returns the model's input channels."""
+    """Rebuild the model of a checkpoint from its own config and load its weights; also returns its input bands.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, or its model cannot be rebuilt from its config.
+    """
     checkpoint = load_checkpoint(weights, map_location=device)
-    config = checkpoint["config"]
-    model_class = _resolve(config["MODEL"])
-    kwargs = {key: _resolve(value) for key, value in config["MODEL_CONFIG"].items()}
-    model = model_class(**kwargs)
-    model.load_state_dict(checkpoint["model"])
-    return model.to(device).eval(), int(kwargs.get("ch_in", 1))
+    try:
+        config = from_jsonable({key: checkpoint["config"][key] for key in ("MODEL", "MODEL_CONFIG")})
+        model = config["MODEL"](**config["MODEL_CONFIG"])
+        model.load_state_dict(checkpoint["model"])
+    except (ImportError, TypeError, ValueError, RuntimeError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{weights}: cannot rebuild its model ({message})") from None
+    return model.to(device).eval(), int(config["MODEL_CONFIG"].get("in_channels", 1))
 
 
 @torch.no_grad()
@@ -79,21 +74,14 @@ def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, thre
     return ((probabilities > threshold).cpu().numpy() * 255).astype(np.uint8)
 
 
-def default_weights() -> Path:
-    """best.pt of the latest run in WEIGHT_DIR."""
-    weight_dir = get_global_config().WEIGHT_DIR
-    run = latest_run_dir(weight_dir, "best.pt")
-    if run is None:
-        raise CheckpointError(f"no run with a best.pt in {weight_dir}; train first or pass --weights")
-    return run / "best.pt"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("-i", "--input", nargs="+", required=True, help="image files, folders or glob patterns")
     parser.add_argument("-o", "--output", required=True, help="folder for the PNG masks (created)")
-    parser.add_argument("--weights", default=None, help="checkpoint (default: best.pt of the latest run)")
+    parser.add_argument(
+        "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="probability above which a pixel is foreground (default: 0.5)"
@@ -103,11 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 < args.threshold < 1.0:  # also refuses nan: every mask would be empty or full
+        parser.error(f"--threshold must be a probability between 0 and 1 (exclusive), got {args.threshold}")
     try:
         inputs = find_inputs(args.input)
         device = get_device(args.device)
-        weights = Path(args.weights) if args.weights else default_weights()
+        weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
         model, channels = load_model(weights, device)
         output = Path(args.output)
         output.mkdir(parents=True, exist_ok=True)

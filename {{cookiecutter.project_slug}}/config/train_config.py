@@ -1,16 +1,18 @@
-"""TRAIN_CONFIG: the one experiment dict that every training routine takes.
+"""TRAIN_CONFIG: the one experiment dict that every training routine takes; every key is here with its value.
 
-Keys are UPPER_CASE; classes and functions are real Python objects and their keyword arguments plain dicts, so a
-new model, dataset, optimizer or loss is one import away. ``python train.py --help`` lists every key with its
-meaning; ``--set KEY=VALUE`` changes one from the command line (``--set OPTIMIZER_CONFIG.lr=1e-3``).
+Keys are UPPER_CASE; classes, functions and ``functools.partial`` objects are real Python objects and their keyword
+arguments plain dicts, so a new model, dataset, optimizer or loss is one import away. A --config file may set only
+the keys it changes: the others take their values from here. ``python train.py --help`` lists every key with its
+meaning (config/schema.py); ``--set KEY=VALUE`` changes one from the command line (``--set OPTIMIZER_CONFIG.lr=1e-3``).
 """
 
 from torch import nn, optim
 
 from models.unet import UNet
-from utils.data.datasets import SyntheticShapes
+from utils.data.synthetic import SyntheticShapes
 from utils.data.transforms import RandomFlipRotate
-from utils.loss import dice, dice_bce, iou
+from utils.losses import dice_bce
+from utils.metrics import dice, iou
 
 TRAIN_CONFIG = {
     "SESSION_NAME": "unet_shapes",
@@ -19,18 +21,20 @@ TRAIN_CONFIG = {
     "DEVICE": "auto",
     "MODEL": UNet,
     "MODEL_CONFIG": {
-        "ch_in": 1,
-        "ch_out": 1,
-        "bulk_ch": 16,
-        "n_recursions": 3,
-        "use_shuffle": True,
+        "in_channels": 1,
+        "out_channels": 1,
+        "base_channels": 16,
+        "depth": 3,
+        "upsampling": "pixel_shuffle",
         "dropout": 0.0,
-        "activ": nn.ReLU,
+        "activation": nn.ReLU,  # or functools.partial(nn.LeakyReLU, 0.1)
     },
-    # Synthetic shapes are generated on the fly: the project trains out of the box, offline.
-    # For your own data: "DATASET": SegmentationFolder, "DATASET_CONFIG": {"root": "data/my_set"}.
+    # Synthetic shapes are generated on the fly: the project trains out of the box, offline. For your own data:
+    # "DATASET": SegmentationFolder (utils/data/folder.py), "DATASET_CONFIG": {"root": "data/my_set"}.
     "DATASET": SyntheticShapes,
     "DATASET_CONFIG": {"n_samples": 640, "size": 64, "seed": 0},
+    "VAL_DATASET": None,  # a validation dataset of its own; None: VAL_FRACTION of DATASET, split with SEED
+    "VAL_DATASET_CONFIG": {},
     "VAL_FRACTION": 0.2,
     "TRAIN_TRANSFORM": RandomFlipRotate(),
     # num_workers 0: SyntheticShapes draws a batch in a few ms. Data read from disk and augmented wants workers
@@ -39,7 +43,9 @@ TRAIN_CONFIG = {
     "OPTIMIZER": optim.AdamW,
     "OPTIMIZER_CONFIG": {"lr": 3e-3, "weight_decay": 1e-4},
     "SCHEDULER": optim.lr_scheduler.CosineAnnealingLR,
-    "SCHEDULER_CONFIG": {"T_max": 8},
+    "SCHEDULER_CONFIG": {},  # T_max (the schedule's length) follows EPOCHS unless set here
+    "ONE_CYCLE": None,  # e.g. {"max_lr": 1e-2}: the one-cycle policy instead of SCHEDULER (set SCHEDULER None)
+    "LR_FIND": False,  # True: a learning-rate range test first (ignite, fastai routines)
     "LOSS": dice_bce,
     "METRICS": {"dice": dice, "iou": iou},
     "EPOCHS": 8,
@@ -49,12 +55,16 @@ TRAIN_CONFIG = {
     "MIXED_PRECISION": False,
     "CHANNELS_LAST": False,
     "COMPILE": False,
-    "GRAD_CLIP": 1.0,
-    "EARLY_STOPPING": {"patience": 5, "min_delta": 0.0},
-    "CHECKPOINT_METRIC": "val_dice",
-    "CHECKPOINT_MODE": "max",
-    "TENSORBOARD": {{ cookiecutter.use_tensorboard }},
+    "GRAD_CLIP": 1.0,  # max gradient norm; None disables clipping
+    "EARLY_STOPPING": {"patience": 5, "min_delta": 0.0},  # None trains every epoch
+    "CHECKPOINT_METRIC": "val_dice",  # val_loss or val_<a METRICS name>: picks best.pt
+    "CHECKPOINT_MODE": "max",  # None: min for losses, max for metrics
     "LOGFILE": True,
-    "NOTIFY": None,
+    {%- if cookiecutter.use_tensorboard %}
+    "TENSORBOARD": True,  # extensions/tensorboard.py
+    {%- endif %}
+    {%- if cookiecutter.use_smtp_notifications %}
+    "NOTIFY": None,  # e-mail address(es) told when the run ends (extensions/notify.py; SMTP_* variables)
+    {%- endif %}
     "COMMENT": "",
 }

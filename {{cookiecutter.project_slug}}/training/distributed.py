@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from training.schema import ConfigError
+from config.serialize import ConfigError
 
 
 def backend_for(device: torch.device) -> str:

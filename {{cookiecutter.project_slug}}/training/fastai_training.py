@@ -1,7 +1,7 @@
 """fastai routine: a Learner over the run's own model, optimizer and DataLoaders; behaviour added by callbacks.
 
 Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
-Building, resuming, checkpoints and records are shared (training/common.py). fastai runs the loop (``fit``, or
+Building, resuming, checkpoints and records are shared (training/run.py). fastai runs the loop (``fit``, or
 ``fit_one_cycle`` for ONE_CYCLE); the callbacks below hook the config's behaviour and the Run into its events:
 RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run, AutocastCallback does
 MIXED_PRECISION, and fastai's own GradientClip does GRAD_CLIP.
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 # fastai creates its Cancel* exceptions at import time, where pylint cannot see them
+from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.core import Callback, CancelFitException, CancelStepException  # pylint: disable=no-name-in-module
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler  # importing it adds fit_one_cycle and lr_find to Learner
@@ -36,9 +37,10 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_detach
 from torch.utils.data import DataLoader
 
-from config.config import GLOBAL_CONFIG, GlobalConfig
-from training.common import LOGGER, Run, RunHooks, RunResult, autocast, current_lr, epoch_seed
-from utils.torchutils import check_finite
+from config.paths import GLOBAL_CONFIG, GlobalConfig
+from training.build import LOGGER, autocast, current_lr, epoch_seed
+from training.records import RunResult
+from training.run import Run
 
 ROUTINE = "fastai"
 # Keys this routine cannot honour, with what to do instead: none.
@@ -84,31 +86,47 @@ class NamedMetric(AvgMetric):
 
 
 class RunLearner(Learner):
-    """fastai's Learner, with batches moved as the other routines move them and losses kept on their own rank.
+    """fastai's Learner, with losses kept on their own rank.
 
-    ``run.to_device`` copies without blocking (from pinned memory on CUDA) and gives images the model's memory format
-    (CHANNELS_LAST); fastai's own copy blocks and keeps the loader's layout. fastai gathers every batch's values from
-    all processes (whenever WORLD_SIZE is set), which averages batches of uneven size wrongly and waits forever when
-    the ranks' validation shards have different numbers of batches; the Run adds up sums and counts over the ranks
-    once an epoch instead (RunEventsCallback.after_epoch).
+    fastai gathers every batch's values from all processes (whenever WORLD_SIZE is set), which averages batches of
+    uneven size wrongly and waits forever when the ranks' validation shards have different numbers of batches; the
+    Run adds up sums and counts over the ranks once an epoch instead (RunEventsCallback.after_epoch).
     """
-
-    def __init__(self, run: Run, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.training_run = run
-
-    def _set_device(self, b: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.training_run.to_device(*b)
 
     def to_detach(self, b: Any, cpu: bool = True, gather: bool = True) -> Any:
         return to_detach(b, cpu, gather=False)
 
 
-class AutocastCallback(Callback):
-    """MIXED_PRECISION: the forward pass under autocast in the run's dtype (bf16 on CPU), fp16 loss scaling with the
-    run's GradScaler (so that checkpoints hold its state).
+class ChannelsLastCallback(Callback):
+    """CHANNELS_LAST: image batches in the model's memory format (fastai has moved them to the run's device)."""
 
-    fastai's MixedPrecision autocasts on CUDA only and keeps a GradScaler of its own, hence this small version of it.
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.memory_format = run.memory_format
+
+    def before_batch(self) -> None:
+        """Give the batch's images the model's memory format."""
+        self.learn.xb = tuple(x.contiguous(memory_format=self.memory_format) for x in self.xb)
+
+
+class RunScalerCallback(Callback):
+    """On CUDA, fastai's MixedPrecision scales the loss with the run's GradScaler, so that checkpoints hold its state."""
+
+    order = MixedPrecision.order + 1  # after MixedPrecision.before_fit has made a scaler of its own
+
+    def __init__(self, run: Run) -> None:
+        super().__init__()
+        self.scaler = run.scaler
+
+    def before_fit(self) -> None:
+        """Put the run's scaler in place of MixedPrecision's."""
+        self.learn.scaler = self.scaler
+
+
+class AutocastCallback(Callback):
+    """MIXED_PRECISION off CUDA (bf16 on the CPU): the forward pass under autocast in the run's dtype.
+
+    fastai 2.8.12's MixedPrecision (used on CUDA) autocasts on CUDA only, hence this small version of it.
     It borrows MixedPrecision's trick: the callback poses as the optimizer for ``scaler.step``, which unscales the
     gradients (for GradientClip, next in order) and calls :meth:`step` only if they are finite.
     """
@@ -214,12 +232,14 @@ class RunEventsCallback(Callback):
 
     def after_loss(self) -> None:
         """Stop on a NaN or infinite loss before it reaches the weights, as the raw routine does."""
-        check_finite(self.learn.loss, "training loss")
+        if not torch.isfinite(self.learn.loss):
+            step = self.training_run.step + 1
+            raise FloatingPointError(f"the training loss is {self.learn.loss.item()} at epoch {self.epoch + 1}, step {step}")
 
     def after_batch(self) -> None:
         """Add the batch to the train loss (the mean over samples, like fastai's valid_loss); count the step."""
         self.train_loss.accumulate(self.learn)
-        self.training_run.after_step(self.learn.loss.item())
+        self.training_run.end_step(self.learn.loss.item())
 
     def after_epoch(self) -> None:
         """Record the epoch and write its checkpoints; stop the fit when early stopping says so."""
@@ -231,6 +251,7 @@ class RunEventsCallback(Callback):
         sums.update({f"val_{metric.name}": float(metric.total) for metric in self.learn.metrics})
         val = self.training_run.mean_over_ranks(sums, self.recorder.loss.count)
         train_loss = self.training_run.mean_over_ranks({"loss": float(self.train_loss.total)}, self.train_loss.count)
+        self.training_run.step_epoch_scheduler(val)
         # checkpoint and record
         for group in self.training_run.optimizer.param_groups:  # fastai's schedules write numpy floats, which
             group["lr"] = float(group["lr"])  # torch.load(weights_only=True) refuses: checkpoint plain ones
@@ -240,15 +261,17 @@ class RunEventsCallback(Callback):
 
 def build_learner(run: Run) -> Learner:
     """A Learner over the run's model, loss, metrics, optimizer and loaders, with the callbacks the config asks for."""
-    callbacks: list[Callback] = []
-    if run.dtype is not None:
+    callbacks: list[Callback] = [ChannelsLastCallback(run)] if run.config["CHANNELS_LAST"] else []
+    if run.dtype is not None and run.device.type == "cuda":
+        amp_mode = "bf16" if run.dtype == torch.bfloat16 else "fp16"
+        callbacks += [MixedPrecision(amp_mode=amp_mode), RunScalerCallback(run)]
+    elif run.dtype is not None:
         callbacks.append(AutocastCallback(run))
     if run.config["GRAD_CLIP"]:
         callbacks.append(GradientClip(max_norm=run.config["GRAD_CLIP"]))  # clip_grad_norm_, as in the raw routine
     learn = RunLearner(
-        run,
         RunDataLoaders(run),
-        run.model,  # distrib_ctx wraps it in DDP under torchrun
+        run.raw_model,  # distrib_ctx wraps it in DDP under torchrun
         loss_func=run.loss_fn,
         lr=current_lr(run.optimizer),
         cbs=callbacks,
@@ -305,7 +328,7 @@ def fit(learn: Learner, run: Run) -> None:
     config, callbacks = run.config, [RunEventsCallback(run)]
     start = run.start_epoch - 1  # fastai counts epochs from 0
     if config["ONE_CYCLE"] is None:
-        # The optimizer's own lr: an epoch SCHEDULER (stepped by run.end_epoch) and a resumed run keep theirs.
+        # The optimizer's own lr: an epoch SCHEDULER (stepped by RunEventsCallback.after_epoch) and a resumed run keep theirs.
         learn.fit(config["EPOCHS"], lr=current_lr(run.optimizer), cbs=callbacks, start_epoch=start)
         return
     # The peak is kept in the param groups (as torch's OneCycleLR does), so that a resumed run goes on with it.
@@ -325,7 +348,7 @@ def train(
     config: dict[str, Any],
     global_config: GlobalConfig = GLOBAL_CONFIG,
     resume: str | Path | None = None,
-    hooks: RunHooks | None = None,
+    hooks: list[Any] | None = None,
 ) -> RunResult:
     """Train ``config`` with a fastai Learner; ``resume`` is ``latest``, a run name or a checkpoint path;
     ``hooks``: what a caller that starts runs itself (the hyperparameter search) adds to the run."""

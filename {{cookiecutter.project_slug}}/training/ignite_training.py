@@ -1,7 +1,7 @@
 """PyTorch-Ignite routine: a trainer Engine runs the loop, handlers on its events do the rest.
 
 Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
-Building, resuming, checkpoints and records are shared (training/common.py); this file wires them to Ignite's
+Building, resuming, checkpoints and records are shared (training/run.py); this file wires them to Ignite's
 trainer and evaluator engines, as Ignite's own examples/cifar10/main.py does: ``training(local_rank, ...)`` runs
 under ``idist.Parallel``, in this process, in each process that torchrun starts, or in each of the ``nproc_per_node``
 processes that Ignite spawns itself.
@@ -12,21 +12,25 @@ import math
 import multiprocessing
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ignite.distributed as idist
 import torch
+from torch import nn
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import FastaiLRFinder, ProgressBar
 from ignite.metrics import Loss
 
-from config.config import GLOBAL_CONFIG, GlobalConfig
+from config.paths import GLOBAL_CONFIG, GlobalConfig
 from config.device import get_device
-from training.common import LOGGER, Run, RunHooks, RunResult, autocast
+from config.schema import validate_config
+from config.serialize import ConfigError
+from training.build import LOGGER, autocast
 from training.distributed import backend_for, check_distributed_config, launched_world_size
-from training.schema import ConfigError, validate_config
-from utils.torchutils import backprop
+from training.records import RunResult
+from training.run import Run
 
 ROUTINE = "ignite"
 # Keys this routine cannot honour, with what to do instead.
@@ -44,18 +48,43 @@ ENGINE_LOGGER.propagate = False
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def make_train_step(run: Run, finite_or_raise: bool = True) -> Callable[[Engine, Batch], float]:
+    """The step function of the trainer, as in Ignite's examples: the same step as the raw routine's.
+
+    ``finite_or_raise`` False (the LR finder's range test): a loss that is not finite gives infinity, which ends
+    the test, instead of an error.
+    """
+    model, optimizer, scaler, grad_clip = run.model, run.optimizer, run.scaler, run.config["GRAD_CLIP"]
+
+    def train_step(engine: Engine, batch: Batch) -> float:
+        model.train()
+        images, masks = run.to_device(*batch)
+        with autocast(run.device, run.dtype):  # the forward pass in MIXED_PRECISION's dtype, if any
+            logits = model(images)
+        loss = run.loss_fn(logits.float(), masks)  # the loss in full precision
+        if not torch.isfinite(loss):
+            if not finite_or_raise:
+                return math.inf
+            raise FloatingPointError(f"the training loss is {loss.item()} at epoch {engine.state.epoch}, step {run.step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)  # clip the true gradients, so that GRAD_CLIP means the same in fp16
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss.item()
+
+    return train_step
+
+
 def create_trainer(run: Run) -> Engine:
-    """The trainer: ``run.train_step`` on every batch; ``state.loss_sum / state.samples`` is the epoch's loss."""
-
-    def train_step(_engine: Engine, batch: Batch) -> float:
-        return run.train_step(*batch)
-
-    trainer = Engine(train_step)  # not DeterministicEngine: run.begin_epoch seeds the batch order itself
+    """The trainer: the step function on every batch; ``state.loss_sum / state.samples`` is the epoch's loss."""
+    trainer = Engine(make_train_step(run))  # not DeterministicEngine: run.begin_epoch seeds the batch order itself
     trainer.logger = ENGINE_LOGGER
 
     @trainer.on(Events.EPOCH_STARTED)
     def begin_epoch(engine: Engine) -> None:
-        run.model.train()  # the evaluator leaves the model in eval mode
         run.begin_epoch(engine.state.epoch)
         # A new iterator, drawn after the seed. Ignite would otherwise take one more item from the last epoch's
         # iterator (to see it end), and the sampler draws from the just-seeded generator on that last call.
@@ -63,14 +92,17 @@ def create_trainer(run: Run) -> Engine:
         engine.state.loss_sum, engine.state.samples = 0.0, 0
 
     @trainer.on(Events.ITERATION_COMPLETED)
-    def add_to_epoch_loss(engine: Engine) -> None:
+    def end_step(engine: Engine) -> None:
+        if run.scheduler_per_step:  # ONE_CYCLE steps every batch
+            run.scheduler.step()
+        run.end_step(engine.state.output)
         # Weighted by batch size, so that a short last batch counts for what it holds (Ignite's RunningAverage
         # would be a moving average over batches instead).
         samples = len(engine.state.batch[0])
         engine.state.loss_sum += engine.state.output * samples
         engine.state.samples += samples
 
-    # A bar per batch on a terminal (rank 0's); in a log file, the recorder's line per epoch is enough.
+    # A bar per batch on a terminal (rank 0's); in a log file, the line per epoch is enough.
     if run.rank == 0 and sys.stderr.isatty():
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
     return trainer
@@ -81,7 +113,7 @@ def create_evaluator(run: Run) -> Engine:
     its sums and counts over the ranks itself)."""
     functions = {"val_loss": run.loss_fn, **{f"val_{name}": metric for name, metric in run.metrics.items()}}
     evaluator = create_supervised_evaluator(
-        run.model,
+        run.raw_model,
         # Loss weights each batch's mean by the batch size: the mean over samples. It sums on the run's device.
         metrics={name: Loss(function, device=run.device) for name, function in functions.items()},
         device=run.device,
@@ -102,22 +134,12 @@ def find_lr(run: Run) -> None:
         LOGGER.info("LR_FIND: skipped; a resumed run goes on with the lr of its checkpoint")
         return
 
-    def range_test_step(_engine: Engine, batch: Batch) -> float:
-        images, masks = run.to_device(*batch)
-        with autocast(run.device, run.dtype):
-            loss = run.loss_fn(run.model(images), masks)
-        if not torch.isfinite(loss):
-            return math.inf  # diverged: above the finder's threshold, which ends the test
-        backprop(loss, run.model, run.optimizer, run.scaler, run.config["GRAD_CLIP"])
-        return loss.item()
-
-    tester = Engine(range_test_step)
+    tester = Engine(make_train_step(run, finite_or_raise=False))
     tester.logger = ENGINE_LOGGER
     finder = FastaiLRFinder()
-    to_save = {"model": run.model, "optimizer": run.optimizer, "scaler": run.scaler}
+    to_save = {"model": run.raw_model, "optimizer": run.optimizer, "scaler": run.scaler}
     start_lr, end_lr = LR_FIND_RANGE
     LOGGER.info("LR_FIND: range test of %d steps, lr %g to %g", LR_FIND_STEPS, start_lr, end_lr)
-    run.model.train()
     with (
         warnings.catch_warnings(record=True) as caught,
         torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []),
@@ -141,7 +163,7 @@ def training(
     global_config: GlobalConfig,
     resume: str | Path | None,
     results: Any,
-    hooks: RunHooks | None = None,
+    hooks: list[Any] | None = None,
 ) -> None:
     """One process's training, run by ``idist.Parallel``; puts its RunResult (rank 0's) in ``results``."""
     # build and resume
@@ -159,6 +181,7 @@ def training(
         # evaluate
         run.sync_buffers()
         val = dict(evaluator.run(run.val_loader).metrics)  # val_loss, then val_<metric> as attached
+        run.step_epoch_scheduler(val)
         # checkpoint and record
         train_loss = run.mean_over_ranks({"loss": engine.state.loss_sum}, engine.state.samples)["loss"]
         if run.end_epoch(engine.state.epoch, train_loss, val):
@@ -176,7 +199,7 @@ def train(
     config: dict[str, Any],
     global_config: GlobalConfig = GLOBAL_CONFIG,
     resume: str | Path | None = None,
-    hooks: RunHooks | None = None,
+    hooks: list[Any] | None = None,
     nproc_per_node: int | None = None,
 ) -> RunResult:
     """Train ``config`` with Ignite's engines; ``resume`` is ``latest``, a run name or a checkpoint path;

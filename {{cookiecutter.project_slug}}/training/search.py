@@ -25,7 +25,7 @@ import optuna  # noqa: E402  # pylint: disable=wrong-import-position
 import pandas as pd  # noqa: E402  # pylint: disable=wrong-import-position
 from optuna.trial import TrialState  # noqa: E402  # pylint: disable=wrong-import-position
 
-from config.config import ROOT_PATH, GlobalConfig  # noqa: E402  # pylint: disable=wrong-import-position
+from config.paths import ROOT_PATH, GlobalConfig  # noqa: E402  # pylint: disable=wrong-import-position
 from training.common import LOGGER, RunHooks, RunPruned  # noqa: E402  # pylint: disable=wrong-import-position
 from training.schema import (  # noqa: E402  # pylint: disable=wrong-import-position
     SCHEMA,

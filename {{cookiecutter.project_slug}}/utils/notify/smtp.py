@@ -50,7 +50,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from config.config import ROOT_PATH
+from config.paths import ROOT_PATH
 
 # A child of the project's logger: its warnings reach the console and the run's train.log like the run's own lines.
 LOGGER = logging.getLogger("project.notify")

@@ -1,10 +1,11 @@
-"""Path helpers: safe names, unique run folders, finding the latest run."""
+"""Files and folders of runs: run names, safe names, unique run folders, the latest run, atomic writes."""
 
 import os
 import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -34,7 +35,7 @@ def create_unique_dir(parent: Path, name: str) -> Path:
 def latest_run_dir(parent: Path, required_file: str) -> Path | None:
     """The most recently started run folder in ``parent`` that holds ``required_file``, or None.
 
-    Run names start with their start time (see utils.name), so the latest run is the greatest name.
+    Run names start with their start time (see make_run_name), so the latest run is the greatest name.
     """
     if not parent.is_dir():
         return None
@@ -67,3 +68,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+# Run names: <YYYYmmdd-HHMMSS>_<session>_<routine>, sortable by start time and readable in a file browser.
+TIME_FORMAT = "%Y%m%d-%H%M%S"
+
+
+def make_run_name(session_name: str, routine: str, started_at: datetime | None = None) -> str:
+    """Name a run from its start time, session and routine."""
+    started_at = started_at or datetime.now()
+    return f"{started_at.strftime(TIME_FORMAT)}_{safe_name(session_name)}_{safe_name(routine)}"

@@ -2,11 +2,11 @@
 
 Run from the project root (or ``make report ARGS="..."``)::
 
-    python -m utils.logging.report                                  # every run, best val dice first
-    python -m utils.logging.report --session unet_shapes --routine pytorch,ignite --last 10
-    python -m utils.logging.report --metric val_loss                # a loss sorts lowest first
-    python -m utils.logging.report --plot latest 20250101-120000_unet_shapes_pytorch
-    python -m utils.logging.report --session unet_shapes --plot     # the curves of every run the table shows
+    python -m utils.tracking.report                                  # every run, best val dice first
+    python -m utils.tracking.report --session unet_shapes --routine pytorch,ignite --last 10
+    python -m utils.tracking.report --metric val_loss                # a loss sorts lowest first
+    python -m utils.tracking.report --plot latest 20250101-120000_unet_shapes_pytorch
+    python -m utils.tracking.report --session unet_shapes --plot     # the curves of every run the table shows
 
 Exit status: 0 when a table was printed; 1 when the filters leave no run (as with grep, "nothing matched" is an
 answer, not a failure, but a script can still tell it apart); 2 on an error: no experiments.csv yet, an unknown
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pandas.api.types import is_numeric_dtype
 
-from config.config import get_global_config
+from config.paths import get_global_config
 
 # The compact table shows at most this many hyper-parameters that differ between the runs: more would wrap the
 # table on a laptop screen. The others are named under the table, and --all-columns shows them.
@@ -292,9 +292,9 @@ def _plot(table: pd.DataFrame, log_dir: Path, output: Path, metric: str | None) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m utils.logging.report``."""
+    """The command line of ``python -m utils.tracking.report``."""
     parser = argparse.ArgumentParser(
-        prog="python -m utils.logging.report",
+        prog="python -m utils.tracking.report",
         description="The runs of logs/experiments.csv (or $LOG_DIR), best first; --plot overlays their curves.",
         epilog="Exit status: 0 table printed, 1 no run matches the filters, 2 error.",
     )

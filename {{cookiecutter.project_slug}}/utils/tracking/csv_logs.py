@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock
 
-from utils.path import atomic_write
+from utils.files import atomic_write
 
 HEAD_COLUMNS = [
     "run_name",

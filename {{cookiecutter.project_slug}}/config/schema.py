@@ -1,0 +1,216 @@
+"""The config keys: what each means and how it is checked; ``validate_config`` checks a whole config.
+
+A new key is one line in SCHEMA below, plus its value in config/train_config.py, which is where every key's default
+lives: a key that a config (a --config file) leaves out takes the value of config/train_config.py. Keys of an
+optional part of the project (e-mail, TensorBoard) are declared in that part's own file under ``extensions/``.
+"""
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+import extensions
+from config.serialize import ConfigError
+
+Check = Callable[[Any], str | None]  # what is wrong with a value, or None
+DEFAULT_IN_TRAIN_CONFIG = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its meaning (shown by train.py --help), its check, and (for extensions) its default."""
+
+    meaning: str
+    check: Check
+    default: Any = DEFAULT_IN_TRAIN_CONFIG
+
+
+def of_type(*types: type, name: str, optional: bool = False) -> Check:
+    """A check that the value is one of ``types`` (a bool is no int here: True epochs make no sense)."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+            return None
+        return f"expected {name}{' or None' if optional else ''}, got {type(value).__name__}"
+
+    return check
+
+
+def _callable(optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if callable(value) or (value is None and optional):
+            return None
+        return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {value!r}"
+
+    return check
+
+
+def _number_in(low: float, high: float, name: str, optional: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        problem = of_type(int, float, name="a number", optional=optional)(value)
+        if problem or value is None:
+            return problem
+        return None if low < value < high else f"must be {name}, got {value}"
+
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    """A check that the value is one of ``choices``."""
+    return lambda value: None if value in choices else f"must be one of {list(choices)}, got {value!r}"
+
+
+def _dict_of(keys: dict[str, Check], required: tuple[str, ...] = (), optional: bool = True) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, dict) or set(value) - set(keys) or set(required) - set(value):
+            return f"expected a dict with {', '.join(keys)} ({', '.join(required) or 'none'} required), got {value!r}"
+        return next((f"{key}: {p}" for key, item in value.items() if (p := keys[key](item))), None)
+
+    return check
+
+
+def _metrics(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+        return f"expected a dict of name -> metric(logits, target), names being identifiers, got {value!r}"
+    return next((f"metric {name!r} is not callable" for name, f in value.items() if not callable(f)), None)
+
+
+def _compile(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return f"expected False, True or a dict of torch.compile keyword arguments, got {type(value).__name__}"
+    return signature_problem(torch.compile, value, 1)
+
+
+def _kwargs(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return None if ok else f"expected a dict of keyword arguments, got {type(value).__name__}"
+
+
+_INT, _STR, _BOOL = of_type(int, name="an int"), of_type(str, name="a string"), of_type(bool, name="True or False")
+_POSITIVE_INT: Check = lambda v: of_type(int, name="an int")(v) or (None if v > 0 else f"must be > 0, got {v}")  # noqa: E731
+
+SCHEMA: dict[str, Key] = {
+    "SESSION_NAME": Key("name of the experiment series; part of every run name", _STR),
+    "ROUTINE": Key("default training routine (train.py --routine overrides it)", _STR),
+    "SEED": Key("seed of every random number generator, the data split and the batch order", _INT),
+    "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR),
+    "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", _callable()),
+    "MODEL_CONFIG": Key("keyword arguments of MODEL", _kwargs),
+    "DATASET": Key("dataset class (or function) returning (image, mask) pairs", _callable()),
+    "DATASET_CONFIG": Key("keyword arguments of DATASET", _kwargs),
+    "VAL_DATASET": Key("validation dataset; None splits VAL_FRACTION off DATASET", _callable(optional=True)),
+    "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", _kwargs),
+    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _number_in(0, 1, "in (0, 1)")),
+    "TRAIN_TRANSFORM": Key("paired (image, mask) augmentation of training samples; None for none", _callable(True)),
+    "DATA_LOADER_CONFIG": Key("keyword arguments of torch's DataLoader (batch_size, num_workers, ...)", _kwargs),
+    "OPTIMIZER": Key("optimizer class (or function), called with the model's parameters", _callable()),
+    "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", _kwargs),
+    "SCHEDULER": Key("lr scheduler stepped once per epoch; None for a constant lr", _callable(optional=True)),
+    "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER; its length (T_max, ...) follows EPOCHS if unset", _kwargs),
+    "ONE_CYCLE": Key(
+        "{'max_lr': float, 'pct_start': 0.3}: the one-cycle policy, stepped every batch, instead of SCHEDULER",
+        _dict_of({"max_lr": _number_in(0, float("inf"), "> 0"), "pct_start": _number_in(0, 1, "in (0, 1)")}, ("max_lr",)),
+    ),
+    "LR_FIND": Key("a learning-rate range test first; train with its suggestion (ignite, fastai)", _BOOL),
+    "LOSS": Key("loss(logits, target) -> scalar (the mean over samples): a function, or a class to call", _callable()),
+    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics),
+    "EPOCHS": Key("number of epochs", _POSITIVE_INT),
+    "MIXED_PRECISION": Key("False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")),
+    "CHANNELS_LAST": Key("model and batches in channels-last memory format (faster with mixed precision on GPUs)", _BOOL),
+    "COMPILE": Key("torch.compile the model: False | True | a dict of torch.compile kwargs", _compile),
+    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _number_in(0, float("inf"), "> 0", optional=True)),
+    "EARLY_STOPPING": Key(
+        "{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
+        _dict_of({"patience": _POSITIVE_INT, "min_delta": _number_in(-1e-300, float("inf"), ">= 0")}, ("patience",)),
+    ),
+    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _STR),
+    "CHECKPOINT_MODE": Key("min | max; None: min for losses, max for metrics", one_of(None, "min", "max")),
+    "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL),
+    "COMMENT": Key("free text stored with the run", _STR),
+}
+
+# DataLoader arguments that the routines set themselves (seeded shuffling), so that a config cannot.
+_LOADER_OWNED = {"dataset", "shuffle", "sampler", "batch_sampler", "generator"}
+
+
+def all_keys() -> dict[str, Key]:
+    """SCHEMA and the keys of this project's extensions."""
+    return {**SCHEMA, **extensions.config_keys()}
+
+
+def signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0) -> str | None:
+    """Which keyword arguments ``target`` does not take (None if they all fit, or if it has no signature)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind_partial(*([None] * n_positional), **kwargs)
+    except TypeError as err:
+        accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
+        return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
+    return None
+
+
+def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Check every key and return the config with the missing keys filled in (from config/train_config.py).
+
+    Every problem (unknown or wrong keys, keyword arguments a class does not take, keys the routine cannot honour:
+    ``refused``, key -> why, for keys not at their default) is reported in one ConfigError, before anything is written.
+    """
+    from config.train_config import TRAIN_CONFIG  # pylint: disable=import-outside-toplevel  # it imports the models
+
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the config must be a dict, got {type(config).__name__}")
+    keys = all_keys()
+    problems = [
+        f"unknown key {key!r} (a new key is declared with one line in config/schema.py; train.py --help lists them)"
+        for key in config
+        if key not in keys
+    ]
+    defaults = {key: TRAIN_CONFIG.get(key, spec.default) for key, spec in keys.items()}
+    resolved = {key: copy.deepcopy(config[key] if key in config else defaults[key]) for key in keys}
+    for key, spec in keys.items():
+        if resolved[key] is DEFAULT_IN_TRAIN_CONFIG:
+            problems.append(f"missing key {key!r}: {spec.meaning}")
+        elif problem := spec.check(resolved[key]):
+            problems.append(f"{key}: {problem}")
+    if not problems:
+        problems += _cross_checks(resolved)
+        problems += [f"{key}: {why}" for key, why in (refused or {}).items() if resolved[key] != defaults[key]]
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if resolved["CHECKPOINT_MODE"] is None:
+        resolved["CHECKPOINT_MODE"] = "min" if resolved["CHECKPOINT_METRIC"].endswith("loss") else "max"
+    return resolved
+
+
+def _cross_checks(config: dict[str, Any]) -> list[str]:
+    problems = []
+    for key, n_positional in (("MODEL", 0), ("DATASET", 0), ("VAL_DATASET", 0), ("OPTIMIZER", 1), ("SCHEDULER", 1)):
+        if config[key] is not None:
+            problem = signature_problem(config[key], config[f"{key}_CONFIG"], n_positional)
+            problems += [f"{key}_CONFIG: {problem}"] if problem else []
+        elif config[f"{key}_CONFIG"]:
+            problems.append(f"{key}_CONFIG is set but {key} is None")
+    if owned := _LOADER_OWNED & set(config["DATA_LOADER_CONFIG"]):
+        problems.append(f"DATA_LOADER_CONFIG: {sorted(owned)} are set by the routine (seeded shuffling)")
+    if problem := signature_problem(DataLoader, config["DATA_LOADER_CONFIG"], 1):
+        problems.append(f"DATA_LOADER_CONFIG: {problem}")
+    if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
+        problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
+    allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
+    if config["CHECKPOINT_METRIC"] not in allowed:
+        problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
+    return problems

@@ -1,0 +1,255 @@
+"""Run: the built parts of one training run, and what every routine does the same way around its own loop.
+
+A routine makes a Run (build, resume, sanity checks), loops in its own way inside ``with run.guard():``, calls
+:meth:`Run.end_step` after each optimizer step and :meth:`Run.end_epoch` after each validation (record, checkpoint,
+early stopping), and returns :meth:`Run.finish`. ``run.model`` is what training steps call (DDP-wrapped when several
+processes train); ``run.raw_model`` is the bare module that is validated, checkpointed and predicted with.
+"""
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import extensions
+from config.device import get_device
+from config.paths import GlobalConfig
+from config.schema import validate_config
+from config.serialize import to_jsonable
+from training import build, checkpoint, distributed
+from training.records import LOGGER, RunRecorder, RunResult
+from training.sanity_checks import sanity_checks
+from training.signals import StopSignals
+
+
+class StopRun(Exception):  # noqa: N818  # a stop that a hook asks for, not an error
+    """Raised by a hook after an epoch to end the run there; the run is recorded with ``status`` (e.g. a search's
+    ``pruned``)."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Run:  # pylint: disable=too-many-public-methods
+    """Everything a training loop needs, built from the config the same way for every routine.
+
+    Args:
+        routine: the routine's name, recorded with the run; ``resume``: ``latest``, a run name or a checkpoint path.
+        refused: config keys the routine cannot honour, with the reason; setting one is a ConfigError.
+        framework_schedule: the framework runs ONE_CYCLE itself (fastai's fit_one_cycle): build no OneCycleLR.
+        framework_ddp: the framework wraps the model in DDP itself (fastai): ``model`` stays ``raw_model``.
+        hooks: what a caller that starts runs itself adds (a search), besides the extensions' hooks.
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        global_config: GlobalConfig,
+        routine: str,
+        resume: str | Path | None = None,
+        refused: Mapping[str, str] | None = None,
+        framework_schedule: bool = False,
+        framework_ddp: bool = False,
+        hooks: list[Any] | None = None,
+    ) -> None:
+        # build
+        self.config = config = validate_config(config, refused)
+        jsonable_config = to_jsonable(config)  # refuses what config.json could not rebuild (a lambda), up front
+        checkpoint.set_seed(config["SEED"])  # the same on every rank: DDP starts from rank 0's weights anyway
+        self.device = distributed.init_distributed(get_device(config["DEVICE"]))
+        self.rank, self.world_size = distributed.rank_and_world_size()
+        distributed.check_distributed_config(config, self.world_size)
+        self.dtype = build.autocast_dtype(config, self.device)
+        self.memory_format = build.memory_format(config)
+        self.train_loader, self.val_loader = build.build_loaders(config, self.device, self.rank, self.world_size)
+        self.raw_model = build.build_model(config, self.device)
+        self.optimizer = build.build_optimizer(config, self.raw_model)
+        self.scheduler = None
+        if not (framework_schedule and config["ONE_CYCLE"] is not None):
+            self.scheduler = build.build_scheduler(config, self.optimizer, len(self.train_loader))
+        self.scaler = build.grad_scaler(self.device, self.dtype)
+        self.loss_fn = build.build_loss(config)
+        self.metrics = config["METRICS"]
+        with torch.random.fork_rng():  # the batches taken for checks and images must not shift training's RNG
+            self.sample_batch = self.to_device(*next(iter(self.train_loader)))
+            self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
+        sanity_checks(config, self.raw_model, *self.sample_batch, self.loss_fn, self.device)
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.hooks = [*extensions.make_hooks(config), *(hooks or [])] if self.rank == 0 else []
+        # resume: rank 0 reads the checkpoint and sends it to the others (other nodes may not see its disk)
+        state = None
+        if resume is not None:
+            state = distributed.broadcast_object(
+                checkpoint.load_for_resume(resume, global_config, routine) if self.rank == 0 else None
+            )
+            checkpoint.check_resume_config(state, jsonable_config)
+            checkpoint.restore(state, self)
+        # Training steps go through DDP, which averages the gradients over the ranks.
+        self.model: torch.nn.Module = self.raw_model
+        if self.world_size > 1 and not framework_ddp:
+            self.model = DistributedDataParallel(self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        self.signals = StopSignals()
+        # Rank 0 alone writes the run's files; the other ranks have no recorder.
+        self.recorder: RunRecorder | None = None
+        if self.rank == 0:
+            columns = {key: value for hook in self.hooks for key, value in getattr(hook, "columns", {}).items()}
+            run_name, epochs_done = (state["run_name"], state["epoch"]) if state else (None, 0)
+            self.recorder = RunRecorder(
+                jsonable_config, global_config, routine, self.device, self.world_size, run_name, epochs_done, columns
+            )
+        self.routine, self.jsonable_config = routine, jsonable_config
+        self.start_epoch: int = (state["epoch"] if state else 0) + 1
+        self.step = (self.start_epoch - 1) * len(self.train_loader)
+        self._epoch_started, self._epoch_lr = 0.0, 0.0
+        if state is None:
+            with self.guard():  # the run's row exists now: record a failure of a hook too
+                self.call_hooks("on_start")
+        build.compile_model(config, self.raw_model)  # last: the checks above ran the plain model, in eager mode
+
+    @property
+    def scheduler_per_step(self) -> bool:
+        """Whether the scheduler steps every batch (one-cycle) rather than every epoch."""
+        return isinstance(self.scheduler, torch.optim.lr_scheduler.OneCycleLR)
+
+    def call_hooks(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every hook that has it (rank 0 only)."""
+        for hook in self.hooks:
+            if hasattr(hook, event):
+                getattr(hook, event)(self, *args)
+
+    def epochs(self) -> Iterator[int]:
+        """The epochs still to train, each begun with :meth:`begin_epoch`."""
+        for epoch in range(self.start_epoch, self.config["EPOCHS"] + 1):
+            self.begin_epoch(epoch)
+            yield epoch
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Seed the epoch's batch order with (SEED, epoch) and start its clock."""
+        build.set_epoch(self.train_loader, self.config["SEED"], epoch)
+        self._epoch_started, self._epoch_lr = time.perf_counter(), build.current_lr(self.optimizer)
+
+    def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch on the run's device, images in the model's memory format (non-blocking from pinned memory)."""
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        return images, masks.to(self.device, non_blocking=True)
+
+    def end_step(self, loss: float) -> None:
+        """After an optimizer step: count it and tell the hooks (held: a signal inside a writer's hand-over can
+        leave its thread waiting at close)."""
+        self.step += 1
+        with self.signals.held():
+            self.call_hooks("on_step", loss)
+
+    def step_epoch_scheduler(self, val: dict[str, float]) -> None:
+        """The per-epoch scheduler step (ReduceLROnPlateau reads the checkpoint metric); nothing for one-cycle."""
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val[self.config["CHECKPOINT_METRIC"]])
+        elif self.scheduler is not None and not self.scheduler_per_step:
+            self.scheduler.step()
+
+    def mean_over_ranks(self, sums: dict[str, float], count: int) -> dict[str, float]:
+        """Sums over this rank's samples and their count -> means over the samples of all ranks (exact with uneven
+        shards and short last batches, unlike a mean of the ranks' means)."""
+        *totals, count = distributed.sum_over_ranks([*sums.values(), count], self.device)
+        return {key: value / count for key, value in zip(sums, totals, strict=True)}
+
+    def sync_buffers(self) -> None:
+        """Before validation: every rank takes rank 0's buffers (BatchNorm statistics), so that all validate the
+        model that rank 0's checkpoint holds."""
+        distributed.broadcast_buffers(self.raw_model)
+
+    def is_better(self, value: float) -> bool:
+        """Whether ``value`` of CHECKPOINT_METRIC beats the best so far by more than EARLY_STOPPING's min_delta."""
+        delta = (self.config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
+        if self.best_value is None:
+            return True
+        return value < self.best_value - delta if self.config["CHECKPOINT_MODE"] == "min" else value > self.best_value + delta
+
+    def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
+        """After validation: record the epoch, write last.pt (and best.pt), tell the hooks; True: stop early.
+
+        Every rank calls it with the same (reduced) values; rank 0's early-stopping decision goes to all ranks.
+        """
+        seconds = round(time.perf_counter() - self._epoch_started, 3)
+        row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": self._epoch_lr, "seconds": seconds}
+        best = self.is_better(val[self.config["CHECKPOINT_METRIC"]])
+        if best:
+            self.best_value, self.best_epoch = val[self.config["CHECKPOINT_METRIC"]], epoch
+        patience = (self.config["EARLY_STOPPING"] or {}).get("patience")
+        stop = patience is not None and epoch - self.best_epoch >= patience
+        if self.recorder is not None:
+            with self.signals.held():  # an epoch's row and its checkpoint are written as a unit
+                self.recorder.record_epoch(row, best)
+                state = checkpoint.make_checkpoint(self, epoch)
+                checkpoint.save_checkpoint(state, self.recorder.weight_dir / "last.pt")
+                if best:
+                    checkpoint.save_checkpoint(state, self.recorder.weight_dir / "best.pt")
+                self.call_hooks("on_epoch_end", row)  # may raise StopRun: the epoch is on disk already
+            if stop:
+                LOGGER.info("early stopping: %s has not improved for %d epochs", self.config["CHECKPOINT_METRIC"], patience)
+        return distributed.broadcast_object(stop)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of the bare model in eval mode, under the run's autocast (the mode is restored)."""
+        was_training = self.raw_model.training
+        self.raw_model.eval()
+        with build.autocast(self.device, self.dtype):
+            logits = self.raw_model(images.to(memory_format=self.memory_format))
+        self.raw_model.train(was_training)
+        return logits.float()
+
+    def set_lr(self, lr: float) -> None:
+        """Train with ``lr`` (LR_FIND's suggestion): the optimizer's and an epoch scheduler's start, or ONE_CYCLE's
+        peak (``max_lr``, which a framework's own one-cycle reads from the parameter groups)."""
+        key = "max_lr" if self.config["ONE_CYCLE"] is not None else "lr"
+        for group in self.optimizer.param_groups:
+            group[key] = float(lr)
+            if key == "lr" and "initial_lr" in group:  # where an epoch scheduler's schedule starts
+                group["initial_lr"] = float(lr)
+        if key == "max_lr":
+            self.config["ONE_CYCLE"] = {**self.config["ONE_CYCLE"], "max_lr": float(lr)}
+            if self.scheduler is not None:
+                self.scheduler = build.build_scheduler(self.config, self.optimizer, len(self.train_loader))
+        elif self.scheduler is not None:
+            self.scheduler.base_lrs = [float(lr)] * len(self.optimizer.param_groups)
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Stop cleanly on Ctrl-C or SIGTERM; record an interrupted, stopped or failed run before the error goes on."""
+        try:
+            with self.signals.installed():
+                yield
+        except KeyboardInterrupt as interrupt:
+            self.finish("interrupted", interrupt)
+            raise
+        except StopRun as stop:
+            self.finish(stop.status, stop)
+            raise
+        except Exception as error:
+            self.finish("failed", error)
+            raise
+
+    def finish(self, status: str = "completed", error: BaseException | None = None) -> RunResult:
+        """Record how the run ended, tell the hooks, and return its result (rank 0's, on every rank)."""
+        result = None
+        if self.recorder is not None:
+            result = self.recorder.result(status, self.best_epoch, error)
+            self.recorder.finish(result)
+            if status == "interrupted" and result.epochs_completed == 0:
+                LOGGER.warning("run %s interrupted before its first epoch ended: nothing to continue", result.run_name)
+            elif status == "interrupted":
+                command = checkpoint.resume_command(self.routine, result.run_name)
+                LOGGER.warning("run %s interrupted after %d epoch(s); continue it with: %s", result.run_name, result.epochs_completed, command)
+            for hook in self.hooks:  # after the records, so that a message sees the finished files
+                if hasattr(hook, "on_finish"):
+                    hook.on_finish(self, result)
+        if error is not None:
+            return result  # type: ignore[return-value]  # the caller re-raises; no collective after an error
+        return distributed.broadcast_object(result)
