@@ -31,7 +31,11 @@ ANSWERS = json.loads(
 OPTIONAL_PATHS = {
     "routine_pytorch": ["training/pytorch_training.py", "tests/test_pytorch_training.py"],
     "routine_ignite": ["training/ignite_training.py", "tests/test_ignite_training.py"],
-    "routine_fastai": ["training/fastai_training.py", "tests/test_fastai_training.py"],
+    "routine_fastai": [
+        "training/fastai_training.py",
+        "training/fastai_precision.py",
+        "tests/test_fastai_training.py",
+    ],
     "use_tensorboard": ["extensions/tensorboard.py", "utils/tracking/tensorboard.py", "tests/test_tensorboard.py"],
     "use_smtp_notifications": ["extensions/notify.py", "utils/notify", "tests/test_notify.py"],
     "use_docker": ["Dockerfile", ".dockerignore", "tests/test_docker.py"],

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from config.paths import get_global_config
 from config.device import DeviceError, get_device
+from config.paths import get_global_config
 from config.serialize import from_jsonable
 from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image

@@ -81,8 +81,12 @@ def load_config(path: str | None) -> dict[str, Any]:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--routine, --config, --set and --epochs: the options that make the config."""
-    parser.add_argument("--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)")
-    parser.add_argument("--config", metavar="FILE", help="Python file defining TRAIN_CONFIG (default: config/train_config.py)")
+    parser.add_argument(
+        "--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="Python file defining TRAIN_CONFIG (default: config/train_config.py)"
+    )
     parser.add_argument(
         "--set",
         metavar="KEY=VALUE",

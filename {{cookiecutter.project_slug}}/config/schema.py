@@ -120,14 +120,20 @@ SCHEMA: dict[str, Key] = {
     "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER; its length (T_max, ...) follows EPOCHS if unset", _kwargs),
     "ONE_CYCLE": Key(
         "{'max_lr': float, 'pct_start': 0.3}: the one-cycle policy, stepped every batch, instead of SCHEDULER",
-        _dict_of({"max_lr": _number_in(0, float("inf"), "> 0"), "pct_start": _number_in(0, 1, "in (0, 1)")}, ("max_lr",)),
+        _dict_of(
+            {"max_lr": _number_in(0, float("inf"), "> 0"), "pct_start": _number_in(0, 1, "in (0, 1)")}, ("max_lr",)
+        ),
     ),
     "LR_FIND": Key("a learning-rate range test first; train with its suggestion (ignite, fastai)", _BOOL),
     "LOSS": Key("loss(logits, target) -> scalar (the mean over samples): a function, or a class to call", _callable()),
     "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics),
     "EPOCHS": Key("number of epochs", _POSITIVE_INT),
-    "MIXED_PRECISION": Key("False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")),
-    "CHANNELS_LAST": Key("model and batches in channels-last memory format (faster with mixed precision on GPUs)", _BOOL),
+    "MIXED_PRECISION": Key(
+        "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")
+    ),
+    "CHANNELS_LAST": Key(
+        "model and batches in channels-last memory format (faster with mixed precision on GPUs)", _BOOL
+    ),
     "COMPILE": Key("torch.compile the model: False | True | a dict of torch.compile kwargs", _compile),
     "GRAD_CLIP": Key("max gradient norm; None disables clipping", _number_in(0, float("inf"), "> 0", optional=True)),
     "EARLY_STOPPING": Key(

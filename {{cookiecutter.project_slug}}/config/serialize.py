@@ -116,7 +116,10 @@ def _importable(obj: Any, where: str) -> str:
 def to_jsonable(value: Any, where: str = "config") -> Any:
     """A JSON-able copy of a config value (see the module's docstring for the forms); ``where`` names it in errors."""
     if isinstance(value, Mapping):
-        return {str(key): to_jsonable(item, f"{where}.{key}" if where != "config" else str(key)) for key, item in value.items()}
+        return {
+            str(key): to_jsonable(item, f"{where}.{key}" if where != "config" else str(key))
+            for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [to_jsonable(item, where) for item in value]
     if isinstance(value, Path) or (isinstance(value, float) and not math.isfinite(value)):

@@ -22,7 +22,9 @@ from typing import Any
 
 def modules() -> list[ModuleType]:
     """The extension modules of this project, by name."""
-    return [importlib.import_module(f"{__name__}.{name}") for name in sorted(m.name for m in pkgutil.iter_modules(__path__))]
+    return [
+        importlib.import_module(f"{__name__}.{name}") for name in sorted(m.name for m in pkgutil.iter_modules(__path__))
+    ]
 
 
 def config_keys() -> dict[str, Any]:

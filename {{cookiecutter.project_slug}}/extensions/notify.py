@@ -6,10 +6,11 @@ The sending is utils/notify/; the server's settings come from the SMTP_* environ
 import argparse
 from typing import Any
 
+from utils.notify.messages import notify_run
+from utils.notify.settings import check_notify_setup
+
 from config.schema import Key
 from training.checkpoint import resume_command
-from utils.notify.settings import check_notify_setup
-from utils.notify.messages import notify_run
 
 
 def _addresses(value: Any) -> str | None:
@@ -17,7 +18,9 @@ def _addresses(value: Any) -> str | None:
 
 
 CONFIG_KEYS = {
-    "NOTIFY": Key("e-mail address(es) told when the run ends or fails (SMTP_* environment variables)", _addresses, None),
+    "NOTIFY": Key(
+        "e-mail address(es) told when the run ends or fails (SMTP_* environment variables)", _addresses, None
+    ),
 }
 
 

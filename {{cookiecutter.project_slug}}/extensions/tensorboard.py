@@ -11,7 +11,9 @@ from config.schema import Key, of_type
 from utils.tracking.tensorboard import TensorBoardLogger
 
 CONFIG_KEYS = {
-    "TENSORBOARD": Key("write TensorBoard events under logs/<run>/tensorboard", of_type(bool, name="True or False"), False),
+    "TENSORBOARD": Key(
+        "write TensorBoard events under logs/<run>/tensorboard", of_type(bool, name="True or False"), False
+    ),
 }
 
 

@@ -14,7 +14,12 @@ class ConvBlock(nn.Sequential):
     """3x3 convolution, padded so that stride 1 keeps the size and stride 2 halves it."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int = 1,
+        dropout: float = 0.0,
+        activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False),
@@ -28,7 +33,9 @@ class PixelShuffleUpsample(nn.Sequential):
     Pixel shuffle upsampling has no checkerboard artefacts, unlike a transposed convolution with stride 2.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__(
             nn.Conv2d(in_channels, out_channels * 4, kernel_size=3, padding=1, bias=False),
             nn.PixelShuffle(2),
@@ -43,9 +50,13 @@ class TransposedConvUpsample(nn.Sequential):
     column, so the output is exactly twice the input, as the skip connection needs.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, dropout: float = 0.0, activation: Callable[[], nn.Module] = nn.ReLU
+    ) -> None:
         super().__init__(
-            nn.ConvTranspose2d(in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False),
+            nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1, bias=False
+            ),
             *_norm_activ_drop(out_channels, dropout, activation),
         )
 

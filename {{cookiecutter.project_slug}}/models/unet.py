@@ -63,7 +63,12 @@ class UNet(nn.Module):
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        sizes = {"in_channels": in_channels, "out_channels": out_channels, "base_channels": base_channels, "depth": depth}
+        sizes = {
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "base_channels": base_channels,
+            "depth": depth,
+        }
         for name, value in sizes.items():
             if value < 1:
                 raise ValueError(f"UNet: {name} must be >= 1, got {value}")

@@ -99,7 +99,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 def _upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """Version 1 -> 2: the U-Net's arguments renamed (use_shuffle -> upsampling), no extension states."""
-    model_config = {V1_MODEL_ARGUMENTS.get(key, key): value for key, value in checkpoint["config"]["MODEL_CONFIG"].items()}
+    model_config = {
+        V1_MODEL_ARGUMENTS.get(key, key): value for key, value in checkpoint["config"]["MODEL_CONFIG"].items()
+    }
     if "use_shuffle" in model_config:
         model_config["upsampling"] = "pixel_shuffle" if model_config.pop("use_shuffle") else "transposed"
     config = {key: value for key, value in checkpoint["config"].items() if key not in ("NOTIFY", "TENSORBOARD")}

@@ -3,8 +3,9 @@
 Sections, in the same order in every routine: build -> resume -> loop -> evaluate -> checkpoint -> record.
 Building, resuming, checkpoints and records are shared (training/run.py). fastai runs the loop (``fit``, or
 ``fit_one_cycle`` for ONE_CYCLE); the callbacks below hook the config's behaviour and the Run into its events:
-RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run, AutocastCallback does
-MIXED_PRECISION, and fastai's own GradientClip does GRAD_CLIP.
+RunEventsCallback seeds each epoch and hands each epoch's losses and metrics to the Run; fastai's MixedPrecision
+(on CUDA; training/fastai_precision.py's AutocastCallback elsewhere) does MIXED_PRECISION, and fastai's GradientClip
+does GRAD_CLIP.
 
 Under ``torchrun --nproc_per_node=N train.py`` the fit runs in fastai's own ``Learner.distrib_ctx`` (see
 :func:`distributed`): fastai wraps the model in DDP (through the ``accelerate`` package) and deals out the training
@@ -17,17 +18,16 @@ pads them), and BatchNorm stays BatchNorm (``sync_bn=False``: SyncBatchNorm runs
 import random
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from fastai.callback.core import Callback, CancelFitException  # pylint: disable=no-name-in-module
 
 # fastai creates its Cancel* exceptions at import time, where pylint cannot see them
 from fastai.callback.fp16 import MixedPrecision
-from fastai.callback.core import Callback, CancelFitException, CancelStepException  # pylint: disable=no-name-in-module
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler  # importing it adds fit_one_cycle and lr_find to Learner
 from fastai.callback.training import GradientClip
@@ -38,7 +38,8 @@ from fastai.torch_core import to_detach
 from torch.utils.data import DataLoader
 
 from config.paths import GLOBAL_CONFIG, GlobalConfig
-from training.build import LOGGER, autocast, current_lr, epoch_seed
+from training.build import LOGGER, current_lr, epoch_seed
+from training.fastai_precision import AutocastCallback, ChannelsLastCallback, RunScalerCallback, closing_autocast
 from training.records import RunResult
 from training.run import Run
 
@@ -97,102 +98,6 @@ class RunLearner(Learner):
         return to_detach(b, cpu, gather=False)
 
 
-class ChannelsLastCallback(Callback):
-    """CHANNELS_LAST: image batches in the model's memory format (fastai has moved them to the run's device)."""
-
-    def __init__(self, run: Run) -> None:
-        super().__init__()
-        self.memory_format = run.memory_format
-
-    def before_batch(self) -> None:
-        """Give the batch's images the model's memory format."""
-        self.learn.xb = tuple(x.contiguous(memory_format=self.memory_format) for x in self.xb)
-
-
-class RunScalerCallback(Callback):
-    """On CUDA, fastai's MixedPrecision scales the loss with the run's GradScaler, so that checkpoints hold its state."""
-
-    order = MixedPrecision.order + 1  # after MixedPrecision.before_fit has made a scaler of its own
-
-    def __init__(self, run: Run) -> None:
-        super().__init__()
-        self.scaler = run.scaler
-
-    def before_fit(self) -> None:
-        """Put the run's scaler in place of MixedPrecision's."""
-        self.learn.scaler = self.scaler
-
-
-class AutocastCallback(Callback):
-    """MIXED_PRECISION off CUDA (bf16 on the CPU): the forward pass under autocast in the run's dtype.
-
-    fastai 2.8.12's MixedPrecision (used on CUDA) autocasts on CUDA only, hence this small version of it.
-    It borrows MixedPrecision's trick: the callback poses as the optimizer for ``scaler.step``, which unscales the
-    gradients (for GradientClip, next in order) and calls :meth:`step` only if they are finite.
-    """
-
-    order = GradientClip.order - 1
-
-    def __init__(self, run: Run) -> None:
-        super().__init__()
-        self.device, self.dtype, self.scaler = run.device, run.dtype, run.scaler
-        self.context: torch.autocast | None = None
-        self.skipped = False
-
-    def before_batch(self) -> None:
-        """Enter autocast for the forward pass."""
-        self.context = autocast(self.device, self.dtype)
-        self.context.__enter__()  # pylint: disable=unnecessary-dunder-call  # left in after_pred
-
-    def after_pred(self) -> None:
-        """Leave autocast: the loss and the metrics in full precision, as the raw routine evaluates them."""
-        self.close()
-        self.learn.pred = self.pred.float()
-
-    def before_backward(self) -> None:
-        """Scale the loss (fp16; the identity for bf16)."""
-        self.learn.loss_grad = self.scaler.scale(self.loss_grad)
-
-    def before_step(self) -> None:
-        """Unscale the gradients; skip the step if they overflowed (the scaler then lowers its scale)."""
-        self.skipped = True
-        self.scaler.step(self)
-        if self.skipped:
-            raise CancelStepException
-
-    def after_step(self) -> None:
-        """Update the scale, also after a skipped step."""
-        self.scaler.update()
-
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        """The optimizer's parameter groups, for ``scaler.step(self)``."""
-        return self.opt.param_groups
-
-    def step(self) -> None:
-        """Called by ``scaler.step(self)`` when the gradients are finite; fastai then steps the optimizer."""
-        self.skipped = False
-
-    def close(self) -> None:
-        """Leave the autocast context (idempotent: also called when an error interrupts a forward pass)."""
-        if self.context is not None:
-            self.context.__exit__(None, None, None)
-            self.context = None
-
-
-@contextmanager
-def closing_autocast(learn: Learner) -> Iterator[None]:
-    """Leave AutocastCallback's context when an error interrupts a forward pass. fastai has no event for errors, and
-    an autocast left on would change what every later computation in the process does (a hyperparameter search).
-    """
-    try:
-        yield
-    finally:
-        for callback in learn.cbs:
-            if isinstance(callback, AutocastCallback):
-                callback.close()
-
-
 class RunEventsCallback(Callback):
     """Hooks the Run into fastai's events: each epoch seeded and clocked, each step counted and logged, each
     epoch's train loss and validation averages recorded and checkpointed by ``run.end_epoch``, which may stop
@@ -234,7 +139,9 @@ class RunEventsCallback(Callback):
         """Stop on a NaN or infinite loss before it reaches the weights, as the raw routine does."""
         if not torch.isfinite(self.learn.loss):
             step = self.training_run.step + 1
-            raise FloatingPointError(f"the training loss is {self.learn.loss.item()} at epoch {self.epoch + 1}, step {step}")
+            raise FloatingPointError(
+                f"the training loss is {self.learn.loss.item()} at epoch {self.epoch + 1}, step {step}"
+            )
 
     def after_batch(self) -> None:
         """Add the batch to the train loss (the mean over samples, like fastai's valid_loss); count the step."""
@@ -328,7 +235,7 @@ def fit(learn: Learner, run: Run) -> None:
     config, callbacks = run.config, [RunEventsCallback(run)]
     start = run.start_epoch - 1  # fastai counts epochs from 0
     if config["ONE_CYCLE"] is None:
-        # The optimizer's own lr: an epoch SCHEDULER (stepped by RunEventsCallback.after_epoch) and a resumed run keep theirs.
+        # The optimizer's own lr: an epoch SCHEDULER (stepped after each epoch) and a resumed run keep theirs.
         learn.fit(config["EPOCHS"], lr=current_lr(run.optimizer), cbs=callbacks, start_epoch=start)
         return
     # The peak is kept in the param groups (as torch's OneCycleLR does), so that a resumed run goes on with it.

@@ -18,13 +18,13 @@ from typing import Any
 
 import ignite.distributed as idist
 import torch
-from torch import nn
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import FastaiLRFinder, ProgressBar
 from ignite.metrics import Loss
+from torch import nn
 
-from config.paths import GLOBAL_CONFIG, GlobalConfig
 from config.device import get_device
+from config.paths import GLOBAL_CONFIG, GlobalConfig
 from config.schema import validate_config
 from config.serialize import ConfigError
 from training.build import LOGGER, autocast
@@ -65,7 +65,9 @@ def make_train_step(run: Run, finite_or_raise: bool = True) -> Callable[[Engine,
         if not torch.isfinite(loss):
             if not finite_or_raise:
                 return math.inf
-            raise FloatingPointError(f"the training loss is {loss.item()} at epoch {engine.state.epoch}, step {run.step + 1}")
+            raise FloatingPointError(
+                f"the training loss is {loss.item()} at epoch {engine.state.epoch}, step {run.step + 1}"
+            )
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if grad_clip:

@@ -126,7 +126,9 @@ class RunRecorder:
     def _continue(self, epochs_done: int) -> None:
         """A resumed run keeps its history up to ``epochs_done`` (later rows are redone), start time and duration."""
         if self.history_csv.is_file():
-            self.history = [row for row in pd.read_csv(self.history_csv).to_dict("records") if row["epoch"] <= epochs_done]
+            self.history = [
+                row for row in pd.read_csv(self.history_csv).to_dict("records") if row["epoch"] <= epochs_done
+            ]
             self.history_csv.unlink()
             for row in self.history:
                 append_history(self.history_csv, row)
@@ -145,7 +147,9 @@ class RunRecorder:
             self.draw_curves()
         values = "  ".join(f"{key} {value:.4f}" for key, value in row.items() if key not in ("epoch", "seconds"))
         epochs = self.config["EPOCHS"]
-        LOGGER.info("epoch %d/%d  %s  %.1fs%s", row["epoch"], epochs, values, row["seconds"], "  (best)" if best else "")
+        LOGGER.info(
+            "epoch %d/%d  %s  %.1fs%s", row["epoch"], epochs, values, row["seconds"], "  (best)" if best else ""
+        )
 
     def draw_curves(self) -> None:
         """Draw curves.png from history.csv, unless it already shows every recorded epoch."""

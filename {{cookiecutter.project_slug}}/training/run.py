@@ -93,7 +93,9 @@ class Run:  # pylint: disable=too-many-public-methods
         # Training steps go through DDP, which averages the gradients over the ranks.
         self.model: torch.nn.Module = self.raw_model
         if self.world_size > 1 and not framework_ddp:
-            self.model = DistributedDataParallel(self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.model = DistributedDataParallel(
+                self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
         self.signals = StopSignals()
         # Rank 0 alone writes the run's files; the other ranks have no recorder.
         self.recorder: RunRecorder | None = None
@@ -169,7 +171,11 @@ class Run:  # pylint: disable=too-many-public-methods
         delta = (self.config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
         if self.best_value is None:
             return True
-        return value < self.best_value - delta if self.config["CHECKPOINT_MODE"] == "min" else value > self.best_value + delta
+        return (
+            value < self.best_value - delta
+            if self.config["CHECKPOINT_MODE"] == "min"
+            else value > self.best_value + delta
+        )
 
     def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
         """After validation: record the epoch, write last.pt (and best.pt), tell the hooks; True: stop early.
@@ -192,7 +198,9 @@ class Run:  # pylint: disable=too-many-public-methods
                     checkpoint.save_checkpoint(state, self.recorder.weight_dir / "best.pt")
                 self.call_hooks("on_epoch_end", row)  # may raise StopRun: the epoch is on disk already
             if stop:
-                LOGGER.info("early stopping: %s has not improved for %d epochs", self.config["CHECKPOINT_METRIC"], patience)
+                LOGGER.info(
+                    "early stopping: %s has not improved for %d epochs", self.config["CHECKPOINT_METRIC"], patience
+                )
         return distributed.broadcast_object(stop)
 
     @torch.no_grad()
@@ -246,7 +254,12 @@ class Run:  # pylint: disable=too-many-public-methods
                 LOGGER.warning("run %s interrupted before its first epoch ended: nothing to continue", result.run_name)
             elif status == "interrupted":
                 command = checkpoint.resume_command(self.routine, result.run_name)
-                LOGGER.warning("run %s interrupted after %d epoch(s); continue it with: %s", result.run_name, result.epochs_completed, command)
+                LOGGER.warning(
+                    "run %s interrupted after %d epoch(s); continue it with: %s",
+                    result.run_name,
+                    result.epochs_completed,
+                    command,
+                )
             for hook in self.hooks:  # after the records, so that a message sees the finished files
                 if hasattr(hook, "on_finish"):
                     hook.on_finish(self, result)

@@ -69,6 +69,7 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
 # Run names: <YYYYmmdd-HHMMSS>_<session>_<routine>, sortable by start time and readable in a file browser.
 TIME_FORMAT = "%Y%m%d-%H%M%S"
 

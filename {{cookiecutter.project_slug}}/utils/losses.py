@@ -27,7 +27,6 @@ def check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(f"expected [N, 1, H, W] tensors, got shape {tuple(logits.shape)}")
 
 
-
 def smooth_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft dice loss on sigmoid probabilities: mean over samples of ``1 - (2|P.T| + s) / (|P| + |T| + s)``.
 
@@ -52,4 +51,3 @@ def dice_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     target = target.to(logits.dtype)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(SAMPLE_DIMS).mean()
     return smooth_dice_loss(logits, target) + bce
-

@@ -56,4 +56,3 @@ def recall(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Recall ``TP / (TP + FN)`` of the hard prediction, mean over samples (1.0 for an empty target)."""
     tp, _, fn = _counts(logits, target)
     return ((tp + EPS) / (tp + fn + EPS)).mean()
-

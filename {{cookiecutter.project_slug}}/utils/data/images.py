@@ -27,7 +27,6 @@ class DataError(ValueError):
     """Bad input data (missing, unpaired, unreadable or mis-sized files); the message names the offending path."""
 
 
-
 def _scale(array: np.ndarray) -> np.ndarray:
     """Return ``array`` as float32 in [0, 1]: uint8 / 255, uint16 / 65535, bool as 0/1, floats unchanged."""
     if array.dtype == np.uint8:
@@ -160,4 +159,3 @@ def image_size(path: Path, kind: str) -> tuple[int, int]:
             return height, width
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read {kind} {path}: {exc}") from exc
-
