@@ -122,7 +122,7 @@ def _emails(value: Any) -> str | None:
     if not value:
         return None
     try:  # utils/notify exists only in projects generated with use_smtp_notifications
-        from utils.notify.smtp import check_notify_setup  # pylint: disable=import-outside-toplevel
+        from utils.notify.settings import check_notify_setup  # pylint: disable=import-outside-toplevel
     except ImportError:
         return (
             "e-mail notification is not part of this project (generate it with use_smtp_notifications); "
