@@ -77,7 +77,14 @@ OPTION_FILES = {
     "routine_ignite": {"training/ignite_training.py", "tests/test_ignite_training.py"},
     "routine_fastai": {"training/fastai_training.py", "tests/test_fastai_training.py"},
     "use_tensorboard": {"utils/logging/tensorboard.py", "tests/test_tensorboard.py"},
-    "use_smtp_notifications": {"utils/notify/__init__.py", "utils/notify/smtp.py", "tests/test_notify.py"},
+    "use_smtp_notifications": {
+        "utils/notify/__init__.py",
+        "utils/notify/settings.py",
+        "utils/notify/messages.py",
+        "utils/notify/conversation.py",
+        "utils/notify/smtp.py",
+        "tests/test_notify.py",
+    },
     "use_docker": {"Dockerfile", ".dockerignore", "tests/test_docker.py"},
     "use_hyperparameter_search": {"hyperparameter.py", "training/search.py", "tests/test_hyperparameter.py"},
 }
