@@ -89,6 +89,9 @@ OPTION_FILES = {
     "use_smtp_notifications": {
         "extensions/notify.py",
         "utils/notify/__init__.py",
+        "utils/notify/settings.py",
+        "utils/notify/messages.py",
+        "utils/notify/conversation.py",
         "utils/notify/smtp.py",
         "tests/test_notify.py",
     },

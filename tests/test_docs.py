@@ -139,7 +139,7 @@ def test_tracking_page_names_every_option_setting_and_tag():
         missing = sorted(option for option in options if not re.search(rf"(?<![\w-]){option}(?![\w-])", page))
         assert not missing, f"docs/tracking.md does not mention {module}'s options {missing}"
 
-    smtp_doc = ast.get_docstring(ast.parse((project / "utils/notify/smtp.py").read_text(encoding="utf-8")))
+    smtp_doc = ast.get_docstring(ast.parse((project / "utils/notify/settings.py").read_text(encoding="utf-8")))
     variables = set(re.findall(r"``(SMTP_[A-Z_]+)``", smtp_doc))
     assert "SMTP_HOST" in variables and "SMTP_PASSWORD" in variables
     missing = sorted(name for name in variables if f"`{name}`" not in page)

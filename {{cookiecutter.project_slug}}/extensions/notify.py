@@ -6,7 +6,7 @@ The sending is utils/notify/; the server's settings come from the SMTP_* environ
 import argparse
 from typing import Any
 
-from utils.notify.messages import notify_run
+from utils.notify.smtp import notify_run
 from utils.notify.settings import check_notify_setup
 
 from config.schema import Key

@@ -354,8 +354,8 @@ def has_tensorboard() -> bool:
 
 
 def smtp_settings() -> set[str]:
-    """The SMTP_* variables utils/notify/smtp.py reads (from its docstring), or none without e-mail."""
-    module = PROJECT_ROOT / "utils" / "notify" / "smtp.py"
+    """The SMTP_* variables utils/notify/settings.py reads (from its docstring), or none without e-mail."""
+    module = PROJECT_ROOT / "utils" / "notify" / "settings.py"
     return set(re.findall(r"``(SMTP_[A-Z_]+)``", module.read_text(encoding="utf-8"))) if module.exists() else set()
 
 

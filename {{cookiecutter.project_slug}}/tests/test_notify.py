@@ -29,16 +29,9 @@ from training.common import RunResult
 from utils.logging.csv import append_history
 from utils.logging.plot import plot_history
 from utils.loss import dice_bce
-from utils.notify.smtp import (
-    SMTPConfigError,
-    SMTPDeliveryError,
-    SMTPNotifier,
-    SMTPSettings,
-    notify_run,
-    parse_recipients,
-    read_env_file,
-    run_failed_message,
-)
+from utils.notify.messages import run_failed_message
+from utils.notify.settings import SMTPConfigError, SMTPSettings, parse_recipients, read_env_file
+from utils.notify.smtp import SMTPDeliveryError, SMTPNotifier, notify_run
 
 USER = "bob"
 PASSWORD = "s3cret-Pa55 word"  # distinctive, so that a leak is found by a plain substring search
