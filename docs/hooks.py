@@ -3,8 +3,9 @@
 In a page, ``<!-- routines:side-by-side -->`` becomes a table with one column per routine file
 (``{{cookiecutter.project_slug}}/training/*_training.py``, raw PyTorch first) and one row per part of the file (the
 module head, the helpers, ``train()``); ``<!-- routines:keys -->`` becomes the table of config keys (SCHEMA of
-``training/schema.py``) with what each routine refuses (its ``REFUSED`` dict); ``<!-- config:keys -->`` becomes the
-table of config keys with their meaning and default, for the config page. The files are parsed, never imported.
+``config/schema.py`` and the ``CONFIG_KEYS`` of ``extensions/*.py``) with what each routine refuses (its ``REFUSED``
+dict); ``<!-- config:keys -->`` becomes the table of config keys with their meaning and default (the value in
+``config/train_config.py``), for the config page. The files are parsed, never imported.
 """
 
 import ast
@@ -13,6 +14,9 @@ from pathlib import Path
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "{{cookiecutter.project_slug}}"
 TRAINING_DIR = PROJECT_DIR / "training"
+SCHEMA_FILE = PROJECT_DIR / "config" / "schema.py"
+TRAIN_CONFIG_FILE = PROJECT_DIR / "config" / "train_config.py"
+EXTENSIONS_DIR = PROJECT_DIR / "extensions"
 ORDER = ("pytorch", "ignite", "fastai")
 ROWS = ("module: docstring, imports, constants", "helpers", "train()")
 SIDE_BY_SIDE = "<!-- routines:side-by-side -->"
@@ -83,24 +87,57 @@ def side_by_side() -> str:
     return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def schema() -> list[tuple[str, str, str]]:
-    """(key, meaning, default) of every entry of SCHEMA in training/schema.py, in its order."""
-    tree = ast.parse((TRAINING_DIR / "schema.py").read_text(encoding="utf-8"))
+def _assigned_dict(tree: ast.Module, name: str) -> ast.Dict | None:
+    """The ``name = {...}`` (or ``name: ... = {...}``) dict literal at the top of a module."""
     for node in tree.body:
         target = (
             node.target
             if isinstance(node, ast.AnnAssign)
             else (node.targets[0] if isinstance(node, ast.Assign) else None)
         )
-        if isinstance(target, ast.Name) and target.id == "SCHEMA" and isinstance(node.value, ast.Dict):
-            rows = []
-            for key, value in zip(node.value.keys, node.value.values, strict=True):
-                args = value.args if isinstance(value, ast.Call) else []
-                doc = ast.literal_eval(args[0]) if args else ""
-                default = ast.unparse(args[2]) if len(args) > 2 else "required"
-                rows.append((ast.literal_eval(key), doc, default))
-            return rows
-    raise ValueError(f"no SCHEMA dict in {TRAINING_DIR / 'schema.py'}")
+        if isinstance(target, ast.Name) and target.id == name and isinstance(node.value, ast.Dict):
+            return node.value
+    return None
+
+
+def train_config_values() -> dict[str, str]:
+    """Key -> the source of its value in TRAIN_CONFIG (config/train_config.py, its Jinja lines dropped)."""
+    lines = TRAIN_CONFIG_FILE.read_text(encoding="utf-8").splitlines()
+    source = "\n".join(line for line in lines if not line.lstrip().startswith("{%"))
+    found = _assigned_dict(ast.parse(source), "TRAIN_CONFIG")
+    if found is None:
+        raise ValueError(f"no TRAIN_CONFIG dict in {TRAIN_CONFIG_FILE}")
+    return {ast.literal_eval(key): ast.unparse(value) for key, value in zip(found.keys, found.values, strict=True)}
+
+
+def _keys(node: ast.Dict, values: dict[str, str], option: str = "") -> list[tuple[str, str, str]]:
+    rows = []
+    for key, value in zip(node.keys, node.values, strict=True):
+        args = value.args if isinstance(value, ast.Call) else []
+        doc = ast.literal_eval(args[0]) if args else ""
+        name = ast.literal_eval(key)
+        default = values.get(name, ast.unparse(args[2]) if len(args) > 2 else "required")
+        if "{{" in default:  # a value the bake fills in (ROUTINE)
+            default = "the first routine the project has: 'pytorch', 'ignite' or 'fastai'"
+        rows.append((name, doc + option, default))
+    return rows
+
+
+def schema() -> list[tuple[str, str, str]]:
+    """(key, meaning, default) of every entry of SCHEMA in config/schema.py, in its order, then the keys of the
+    extensions (their option named after the meaning); the default is the value in config/train_config.py."""
+    values = train_config_values()
+    found = _assigned_dict(ast.parse(SCHEMA_FILE.read_text(encoding="utf-8")), "SCHEMA")
+    if found is None:
+        raise ValueError(f"no SCHEMA dict in {SCHEMA_FILE}")
+    rows = _keys(found, values)
+    for path in sorted(EXTENSIONS_DIR.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        keys = _assigned_dict(ast.parse(source), "CONFIG_KEYS")
+        option = (ast.get_docstring(ast.parse(source)) or "").partition("(")[2].partition(")")[0]
+        if keys is not None:
+            rows += _keys(keys, values, f" ({option}; extensions/{path.name})" if option else "")
+    return rows
 
 
 def keys_table() -> str:
@@ -141,6 +178,7 @@ def on_page_content(html_text: str, page, config, files):  # MkDocs' hook signat
     return html_text
 
 
-def on_serve(server, config, builder):  # `mkdocs serve` rebuilds when a routine changes
-    server.watch(str(TRAINING_DIR))
+def on_serve(server, config, builder):  # `mkdocs serve` rebuilds when a routine or a key changes
+    for folder in (TRAINING_DIR, SCHEMA_FILE.parent, EXTENSIONS_DIR):
+        server.watch(str(folder))
     return server

@@ -279,5 +279,5 @@ def test_the_checker_refuses_what_does_not_exist(project):
     bad = "make trian\npython train.py --epoch 3\npython nothere.py\nmake train ARGS='--bogus 1'\nrm -rf logs\n"
     problems = [problem for cmd in commands(bad) for problem in check_command(project, cmd)]
     assert len(problems) == 5, problems
-    good = 'LOG_DIR=/tmp/x make train ARGS="--epochs 1" && python -m utils.logging.report --plot  # a comment\n'
+    good = 'LOG_DIR=/tmp/x make train ARGS="--epochs 1" && python -m utils.tracking.report --plot  # a comment\n'
     assert [problem for cmd in commands(good) for problem in check_command(project, cmd)] == []

@@ -59,15 +59,15 @@ def test_docs_build(tmp_path):
     keys = schema_keys()
     assert "EPOCHS" in keys and "MODEL" in keys
     missing = [
-        key for key, doc in keys.items() if f"<td><code>{key}</code></td><td>{html.escape(doc)}</td>" not in config_page
+        key for key, doc in keys.items() if f"<td><code>{key}</code></td><td>{html.escape(doc)}" not in config_page
     ]
     assert not missing, f"config keys missing from the built config page: {missing}"
 
 
 def schema_keys() -> dict[str, str]:
-    """SCHEMA of the project's training/schema.py, key -> meaning, imported from the template's code."""
+    """The keys of the project's config/schema.py and extensions, key -> meaning, imported from the template's code."""
     project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-    code = "import json, training.schema as s; print(json.dumps({k: v.doc for k, v in s.SCHEMA.items()}))"
+    code = "import json, config.schema as s; print(json.dumps({k: v.meaning for k, v in s.all_keys().items()}))"
     return json.loads(run([sys.executable, "-c", code], cwd=project, timeout=120).stdout)
 
 
@@ -129,7 +129,7 @@ def test_tracking_page_names_every_option_setting_and_tag():
     # train.py: only its options that this page is about; the two tools: every option.
     for module, only in (
         ("train.py", {"--resume", "--notify"}),
-        ("utils/logging/report.py", None),
+        ("utils/tracking/report.py", None),
         ("utils/notify/smtp.py", None),
     ):
         options = option_strings((project / module).read_text(encoding="utf-8"))
@@ -146,7 +146,7 @@ def test_tracking_page_names_every_option_setting_and_tag():
     assert not missing, f"docs/tracking.md does not describe the settings {missing}"
 
     tensorboard_doc = ast.get_docstring(
-        ast.parse((project / "utils/logging/tensorboard.py").read_text(encoding="utf-8"))
+        ast.parse((project / "utils/tracking/tensorboard.py").read_text(encoding="utf-8"))
     )
     tags = {tag.split("<")[0] for tag in re.findall(r"``([a-z_/<>]+)``", tensorboard_doc)}
     assert {"loss/train", "loss/train_step", "lr", "predictions"} <= tags
