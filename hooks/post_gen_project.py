@@ -39,7 +39,13 @@ OPTIONAL_PATHS = {
     "use_tensorboard": ["extensions/tensorboard.py", "utils/tracking/tensorboard.py", "tests/test_tensorboard.py"],
     "use_smtp_notifications": ["extensions/notify.py", "utils/notify", "tests/test_notify.py"],
     "use_docker": ["Dockerfile", ".dockerignore", "tests/test_docker.py"],
-    "use_hyperparameter_search": ["hyperparameter.py", "training/search.py", "tests/test_hyperparameter.py"],
+    "use_hyperparameter_search": [
+        "hyperparameter.py",
+        "training/search.py",
+        "training/search_space.py",
+        "training/search_outputs.py",
+        "tests/test_hyperparameter.py",
+    ],
 }
 
 # Caches that tools leave when they are run inside the template folder itself; they are not part of a project.

@@ -68,6 +68,8 @@ BASE_FILES = {
     "utils/tracking/csv_logs.py",
     "utils/tracking/plot.py",
     "utils/tracking/report.py",
+    "utils/tracking/report_plot.py",
+    "utils/tracking/report_table.py",
     "tests/conftest.py",
     "tests/test_config.py",
     "tests/test_data.py",
@@ -96,7 +98,13 @@ OPTION_FILES = {
         "tests/test_notify.py",
     },
     "use_docker": {"Dockerfile", ".dockerignore", "tests/test_docker.py"},
-    "use_hyperparameter_search": {"hyperparameter.py", "training/search.py", "tests/test_hyperparameter.py"},
+    "use_hyperparameter_search": {
+        "hyperparameter.py",
+        "training/search.py",
+        "training/search_space.py",
+        "training/search_outputs.py",
+        "tests/test_hyperparameter.py",
+    },
 }
 
 DEFAULTS = {

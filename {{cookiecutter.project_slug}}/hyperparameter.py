@@ -20,28 +20,26 @@ from typing import Any
 import optuna
 from torch import optim
 
+from config.overrides import add_config_arguments, load_from_file, resolve_config
 from config.paths import get_global_config
-from train import USER_ERRORS, add_config_arguments, command_line, load_from_file, resolve_config, stop_on_sigterm
-from training.common import LOGGER
-from training.schema import SCHEMA, ConfigError, validate_config
+from config.schema import validate_config
+from config.serialize import ConfigError
+from train import USER_ERRORS, command_line, stop_on_sigterm
+from training.build import LOGGER
 from training.search import (
     Search,
-    check_space,
-    choice,
     database_path,
     finished_trials,
-    integer,
-    loguniform,
     make_pruner,
     make_sampler,
     retry_interrupted,
     setup_differences,
     setup_record,
     storage,
-    uniform,
-    write_outputs,
 )
-from utils.loss import dice_bce, smooth_dice_loss
+from training.search_outputs import write_outputs
+from training.search_space import check_space, choice, integer, loguniform, uniform
+from utils.losses import dice_bce, smooth_dice_loss
 
 # Config keys, dotted for keyword arguments, and how to draw them. Choices of classes need the same keyword
 # arguments (AdamW and Adam both take lr and weight_decay); fixed values belong in the config, not here.
@@ -49,7 +47,7 @@ SEARCH_SPACE = {
     "OPTIMIZER": choice(optim.AdamW, optim.Adam),
     "OPTIMIZER_CONFIG.lr": loguniform(1e-4, 1e-2),
     "OPTIMIZER_CONFIG.weight_decay": loguniform(1e-6, 1e-2),
-    "MODEL_CONFIG.bulk_ch": integer(8, 32, step=8),
+    "MODEL_CONFIG.base_channels": integer(8, 32, step=8),
     "MODEL_CONFIG.dropout": uniform(0.0, 0.3),
     "LOSS": choice(dice_bce, smooth_dice_loss),
 }
@@ -152,7 +150,7 @@ def run_trials(search: Search, args: argparse.Namespace, n_trials: int, job: int
     study = optuna.load_study(
         study_name=search.study_name,
         storage=storage(search.global_config),
-        sampler=make_sampler(search.config.get("SEED", SCHEMA["SEED"].default) + job, args.random_trials),
+        sampler=make_sampler(validate_config(search.config)["SEED"] + job, args.random_trials),
         pruner=make_pruner(not args.no_prune, args.prune_after),
     )
     study.optimize(search.objective, n_trials=n_trials)

@@ -6,11 +6,10 @@ The sending is utils/notify/; the server's settings come from the SMTP_* environ
 import argparse
 from typing import Any
 
-from utils.notify.smtp import notify_run
-from utils.notify.settings import check_notify_setup
-
 from config.schema import Key
 from training.checkpoint import resume_command
+from utils.notify.settings import check_notify_setup
+from utils.notify.smtp import notify_run
 
 
 def _addresses(value: Any) -> str | None:

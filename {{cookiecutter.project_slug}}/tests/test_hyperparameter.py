@@ -17,9 +17,10 @@ import pytest
 from test_interrupt import SLOW_CONFIG
 
 import hyperparameter
-from config.config import GlobalConfig
-from train import ROUTINES, load_config
-from training.schema import to_jsonable, validate_config
+from config.overrides import ROUTINES, load_config
+from config.paths import GlobalConfig
+from config.schema import validate_config
+from config.serialize import to_jsonable
 from training.search import finished_trials, storage
 
 # test_interrupt.py's tiny config, whose samples take a while when SLOW_SAMPLE_S is set (so that a signal lands
@@ -40,13 +41,13 @@ SPACE = textwrap.dedent(
     """
     from torch import optim
 
-    from training.search import choice, integer, loguniform, uniform
+    from training.search_space import choice, integer, loguniform, uniform
 
     SEARCH_SPACE = {
         "OPTIMIZER": choice(optim.AdamW, optim.Adam),
         "OPTIMIZER_CONFIG.lr": choice(1e-2, 0.0),
         "OPTIMIZER_CONFIG.weight_decay": loguniform(1e-6, 1e-3),
-        "MODEL_CONFIG.bulk_ch": integer(4, 8, step=4),
+        "MODEL_CONFIG.base_channels": integer(4, 8, step=4),
         "MODEL_CONFIG.dropout": uniform(0.0, 0.2),
     }
     """
@@ -177,7 +178,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(
 ) -> None:
     # Learning rates that blow the weights up: the loss turns NaN, which the routine refuses to train on.
     Path(files["space"]).write_text(
-        'from training.search import choice\nSEARCH_SPACE = {"OPTIMIZER_CONFIG.lr": choice(1e30, 1e31)}\n',
+        'from training.search_space import choice\nSEARCH_SPACE = {"OPTIMIZER_CONFIG.lr": choice(1e30, 1e31)}\n',
         encoding="utf-8",
     )
     routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]
@@ -199,7 +200,7 @@ BAD_SPACES = [
     ('"OPTIMIZER_CONFIG.lrr": loguniform(1e-4, 1e-2)', "unexpected keyword argument 'lrr'"),
     ('"OPTIMIZER_CONFIG.lr": loguniform(1e-1, 1e-4)', "empty range: low 0.1 must be below high 0.0001"),
     ('"OPTIMIZER_CONFIG.lr": loguniform(0.0, 1e-2)', "a log scale needs low > 0"),
-    ('"MODEL_CONFIG.bulk_ch": uniform(4.0, 8.0)', "wrong type: the config's value 4 is an int, the space gives 4.0"),
+    ('"MODEL_CONFIG.base_channels": uniform(4.0, 8.0)', "wrong type: the config's value 4 is an int, the space gives 4.0"),
     ('"EPOCHS": choice(1, "two")', "wrong type: the config's value 2 is an int, the space gives 'two'"),
     ('"OPTIMIZER": choice(optim.AdamW, optim.SGD(model.parameters()))', "an instance of SGD is not a number"),
     ('"LOSS": choice(dice_bce, lambda logits, target: logits.mean())', "cannot be imported by its name"),
@@ -231,7 +232,7 @@ def test_a_bad_search_space_is_refused_before_the_first_trial(
             """
             from torch import nn, optim
 
-            from training.search import choice, integer, loguniform, uniform
+            from training.search_space import choice, integer, loguniform, uniform
             from utils.loss import dice_bce
 
             model = nn.Linear(1, 1)

@@ -23,12 +23,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from config.config import GlobalConfig
-from train import ROUTINES
-from training.common import RunResult
-from utils.logging.csv import append_history
-from utils.logging.plot import plot_history
-from utils.loss import dice_bce
+from config.overrides import ROUTINES
+from config.paths import GlobalConfig
+from training.records import RunResult
+from utils.losses import dice_bce
+from utils.tracking.csv_logs import append_history
+from utils.tracking.plot import plot_history
 from utils.notify.messages import run_failed_message
 from utils.notify.settings import SMTPConfigError, SMTPSettings, parse_recipients, read_env_file
 from utils.notify.smtp import SMTPDeliveryError, SMTPNotifier, notify_run
