@@ -162,3 +162,22 @@ def test_search_page_names_every_option():
     assert {"--trials", "--resume", "--jobs"} <= options
     missing = sorted(option for option in options if not re.search(rf"(?<![\w-]){option}(?![\w-])", page))
     assert not missing, f"docs/search.md does not mention hyperparameter.py's options {missing}"
+
+
+def test_quoted_code_is_the_code():
+    """A block marked ``<!-- not-run: quoted from training/X.py ... -->`` holds lines of X.py as they are, in order:
+    the routines page quotes the raw routine's train() and its step, which must not drift from the file."""
+    project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
+    quoted = [
+        block
+        for page in sorted((TEMPLATE_DIR / "docs").glob("*.md"))
+        for block in blocks(page)
+        if block.not_run and block.not_run.startswith("quoted from ")
+    ]
+    assert quoted
+    for block in quoted:
+        path = project / block.not_run.removeprefix("quoted from ").split()[0].rstrip(";,")
+        source = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line.strip() for line in block.code.splitlines() if line.strip()]
+        starts = [i for i in range(len(source)) if source[i : i + len(lines)] == lines]
+        assert starts, f"{block} is not a passage of {path.name} any more"
