@@ -6,7 +6,7 @@ model on the same data for the same number of optimizer steps with
 - ``bare``: a plain DataLoader over the same train/validation split, the same optimizer, scheduler, loss and
   gradient clipping, one validation pass an epoch computing the same metrics; no logs, no checkpoints, no checks;
 - each routine of the baked project: ``training.<name>_training.train(config, global_config)``, everything on
-  (preflight checks, history.csv, experiments.csv, curves.png, TensorBoard, checkpoints), logs in a temporary folder.
+  (sanity checks, history.csv, experiments.csv, curves.png, TensorBoard, checkpoints), logs in a temporary folder.
 
 Runs are interleaved (bare, pytorch, ignite, fastai, bare, ...) for ``--rounds`` rounds after one unmeasured
 warm-up round, and each routine's time is divided by the bare loop's of the same round. Printed per routine, as
@@ -17,9 +17,9 @@ medians over the rounds with the spread (min-max) of the per-round ratios:
   and the framework's events) over the steps, and its ratio to the bare loop's;
 - CPU step ratio: the same ratio with this process's CPU seconds, which other work on a shared machine inflates far
   less than wall time (with one torch thread, CPU time is close to what the wall time of a quiet machine would be);
-- s/run, run ratio, CPU run ratio: the same for the whole ``train()`` call (building, preflight checks, validation,
+- s/run, run ratio, CPU run ratio: the same for the whole ``train()`` call (building, sanity checks, validation,
   records, checkpoints, plots: the fixed costs included);
-- s outside epochs: wall seconds per run outside the epochs, and a second table of where they go (preflight checks,
+- s outside epochs: wall seconds per run outside the epochs, and a second table of where they go (sanity checks,
   curves.png, checkpoints, the rest);
 - val dice: the final validation dice, the same for every variant when they all did the same work.
 
@@ -123,15 +123,13 @@ def bake(output_dir: Path) -> Path:
 
 def bench_config(args: argparse.Namespace) -> dict[str, Any]:
     """The project's TRAIN_CONFIG, scaled by the options; early stopping off so every run takes the same steps."""
+    from config.schema import validate_config
     from config.train_config import TRAIN_CONFIG
-    from training.schema import validate_config
 
     config = copy.deepcopy(TRAIN_CONFIG)
     config["DATASET_CONFIG"] = {**config["DATASET_CONFIG"], "n_samples": args.samples, "size": args.size}
     config["DATA_LOADER_CONFIG"] = {**config["DATA_LOADER_CONFIG"], "batch_size": args.batch_size}
     config["EPOCHS"] = args.epochs
-    if config.get("SCHEDULER_CONFIG", {}).get("T_max") is not None:
-        config["SCHEDULER_CONFIG"] = {**config["SCHEDULER_CONFIG"], "T_max": args.epochs}
     config["EARLY_STOPPING"] = None
     if args.num_workers is not None:
         config["DATA_LOADER_CONFIG"]["num_workers"] = args.num_workers
@@ -146,7 +144,7 @@ def bench_config(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_routines(names: list[str]) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
     """Import ``training.<name>_training`` for each name: modules, import seconds, and why some were skipped."""
-    import training.common  # noqa: F401  # torch, pandas, matplotlib: shared by all, timed by none
+    import training.run  # noqa: F401  # torch, pandas, matplotlib: shared by all, timed by none
 
     modules, seconds, skipped = {}, {}, {}
     for name in names:
@@ -161,29 +159,27 @@ def load_routines(names: list[str]) -> tuple[dict[str, Any], dict[str, float], d
     return modules, seconds, skipped
 
 
-# Parts of training/common.py that a run pays outside its epochs, timed by wrapping them (one not found is skipped).
+# Parts of a run paid outside its epochs, timed by wrapping them where they are called (module, name).
 TIMED_PARTS = {
-    "preflight checks": ("preflight_checks",),
-    "curves.png": ("plot_history",),
-    "checkpoints": ("RunRecorder", "save"),
+    "sanity checks": ("training.run", "sanity_checks"),
+    "curves.png": ("training.records", "plot_history"),
+    "checkpoints": ("training.checkpoint", "save_checkpoint"),
 }
 SPENT: dict[str, float] = {}  # label -> seconds in the current run
 EPOCH_CPU: list[float] = []  # CPU seconds of each epoch of the current run, over the span of history.csv's seconds
 TRAIN_SPANS: list[tuple[float, float]] = []  # (wall, CPU) seconds of each epoch's training part in the current run
 _EPOCH_MARK = [0.0, 0.0, 0.0]  # CPU clock at the epoch's start (end of begin_epoch), then wall and CPU clock
-_LAST_STEP = [0.0, 0.0]  # wall and CPU clock at the end of the last optimizer step (Run.after_step)
+_LAST_STEP = [0.0, 0.0]  # wall and CPU clock at the end of the last optimizer step (Run.end_step)
 
 
 def time_parts() -> list[str]:
-    """Wrap TIMED_PARTS in training.common with timers that add to SPENT; returns the labels found."""
-    import training.common as common
+    """Wrap TIMED_PARTS with timers that add to SPENT; returns the labels found."""
+    from training.run import Run
 
     found = []
-    for label, path in TIMED_PARTS.items():
-        owner: Any = common
-        for attribute in path[:-1]:
-            owner = getattr(owner, attribute, None)
-        function = getattr(owner, path[-1], None)
+    for label, (module_name, name) in TIMED_PARTS.items():
+        owner: Any = importlib.import_module(module_name)
+        function = getattr(owner, name, None)
         if function is None:
             continue
 
@@ -194,21 +190,21 @@ def time_parts() -> list[str]:
             finally:
                 SPENT[_label] = SPENT.get(_label, 0.0) + time.perf_counter() - start
 
-        setattr(owner, path[-1], timed)
+        setattr(owner, name, timed)
         found.append(label)
 
     # Each epoch's CPU seconds: from the end of Run.begin_epoch to the start of Run.end_epoch, as history's seconds;
-    # its training part: from the end of Run.begin_epoch to the end of the epoch's last Run.after_step, which every
+    # its training part: from the end of Run.begin_epoch to the end of the epoch's last Run.end_step, which every
     # routine calls after each optimizer step (after loss.item(), a sync point on a GPU).
-    begin_epoch, after_step, end_epoch = common.Run.begin_epoch, common.Run.after_step, common.Run.end_epoch
+    begin_epoch, end_step, end_epoch = Run.begin_epoch, Run.end_step, Run.end_epoch
 
     def begin_epoch_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         result = begin_epoch(self, *args, **kwargs)
         _EPOCH_MARK[:] = [time.process_time(), time.perf_counter(), time.process_time()]
         return result
 
-    def after_step_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
-        result = after_step(self, *args, **kwargs)
+    def end_step_timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = end_step(self, *args, **kwargs)
         _LAST_STEP[:] = [time.perf_counter(), time.process_time()]
         return result
 
@@ -217,8 +213,8 @@ def time_parts() -> list[str]:
         TRAIN_SPANS.append((_LAST_STEP[0] - _EPOCH_MARK[1], _LAST_STEP[1] - _EPOCH_MARK[2]))
         return end_epoch(self, *args, **kwargs)
 
-    common.Run.begin_epoch, common.Run.after_step = begin_epoch_timed, after_step_timed
-    common.Run.end_epoch = end_epoch_timed
+    Run.begin_epoch, Run.end_step = begin_epoch_timed, end_step_timed
+    Run.end_epoch = end_epoch_timed
     return found
 
 
@@ -268,7 +264,7 @@ class Measure:
 
 
 def project_loader_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The DataLoader settings of a project's run (common.build_loaders): pinned memory on CUDA, then the config's."""
+    """The DataLoader settings of a run (training.build.build_loaders): pinned memory on CUDA, then the config's."""
     from config.device import get_device
 
     return {"pin_memory": get_device(config["DEVICE"]).type == "cuda", **config["DATA_LOADER_CONFIG"]}
@@ -293,8 +289,8 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
     import torch
     from config.device import get_device
     from torch.utils.data import DataLoader
-    from training.common import autocast_dtype, build_datasets  # the same split and augmentation, the same dtype
-    from utils.torchutils import set_seed
+    from training.build import autocast_dtype, build_datasets, build_scheduler  # the same data, dtype and schedule
+    from training.checkpoint import set_seed
 
     start, cpu_start = time.perf_counter(), time.process_time()
     set_seed(config["SEED"])
@@ -309,9 +305,7 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
     layout = torch.channels_last if config["CHANNELS_LAST"] else torch.preserve_format
     model = config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=layout)
     optimizer = config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
-    scheduler = None
-    if config["SCHEDULER"] is not None:
-        scheduler = config["SCHEDULER"](optimizer, **config["SCHEDULER_CONFIG"])
+    scheduler = build_scheduler(config, optimizer, len(train_loader))  # its length follows EPOCHS, as in a run
     loss_fn = config["LOSS"]() if isinstance(config["LOSS"], type) else config["LOSS"]
     metrics = config["METRICS"]
     dtype = autocast_dtype(config, device)
@@ -319,7 +313,7 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
 
     steps, data_wait, train_seconds, train_cpu, epoch_seconds, epoch_cpu, val = 0, 0.0, 0.0, 0.0, [], [], {}
     for epoch in range(1, config["EPOCHS"] + 1):
-        order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (common.set_epoch)
+        order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (training.build.set_epoch)
         epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         model.train()
         batches = iter(train_loader)
@@ -333,7 +327,8 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
             images = images.to(device, non_blocking=True, memory_format=layout)
             masks = masks.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = loss_fn(model(images), masks)
+                logits = model(images)
+            loss = loss_fn(logits.float(), masks)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config["GRAD_CLIP"]:
@@ -372,7 +367,7 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
 def routine_run(module: Any, config: dict[str, Any], run_dir: Path, steps_per_epoch: int) -> Measure:
     """One ``train()`` of a routine, its logs and weights under ``run_dir``; steps counted from history.csv."""
     import pandas as pd
-    from config.config import GlobalConfig
+    from config.paths import GlobalConfig
 
     global_config = GlobalConfig(
         ROOT_PATH=run_dir, DATA_DIR=run_dir / "data", LOG_DIR=run_dir / "logs", WEIGHT_DIR=run_dir / "weights"
@@ -536,13 +531,13 @@ def main(argv: list[str] | None = None) -> int:
 
         # The number of steps an epoch takes, from the same split and loader settings as every run.
         from torch.utils.data import DataLoader
-        from training.common import build_datasets
+        from training.build import build_datasets
 
         train_set, val_set = build_datasets(config)
         loader_differs = project_loader_differs(config)
         steps_per_epoch = len(DataLoader(train_set, **config["DATA_LOADER_CONFIG"]))
         model = config["MODEL"](**config["MODEL_CONFIG"])
-        shape = ", ".join(f"{k}={v}" for k, v in config["MODEL_CONFIG"].items() if k in ("bulk_ch", "n_recursions"))
+        shape = ", ".join(f"{k}={v}" for k, v in config["MODEL_CONFIG"].items() if k in ("base_channels", "depth"))
         loader = config["DATA_LOADER_CONFIG"]
         print(f"routine overhead, {datetime.now():%Y-%m-%d %H:%M}, {cpu_model()}")
         print(
@@ -634,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         "step ratio: to the bare\nloop of the same round (median, then min-max); CPU: the same with this process's "
         "CPU seconds, which other work on a busy\nmachine inflates less; s/run, run ratio: the whole run (building, "
         "validation, records, checkpoints, plots included);\ns outside epochs: wall seconds a run spends outside "
-        "its epochs (build, preflight checks, records, plots, checkpoints)."
+        "its epochs (build, sanity checks, records, plots, checkpoints)."
     )
     print(f"total {time.perf_counter() - clock:.0f} s")
     if args.json is not None:
