@@ -34,6 +34,7 @@ BASE_FILES = {
     "requirements.txt",
     "slurm/train.sbatch",
     "config/__init__.py",
+    "config/checks.py",
     "config/device.py",
     "config/overrides.py",
     "config/paths.py",

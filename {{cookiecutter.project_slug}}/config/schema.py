@@ -6,18 +6,28 @@ optional part of the project (e-mail, TensorBoard) are declared in that part's o
 """
 
 import copy
-import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 import extensions
+from config.checks import (
+    Check,
+    callable_or_none,
+    compile_kwargs,
+    dict_of,
+    kwargs_dict,
+    metrics_dict,
+    number_in,
+    of_type,
+    one_of,
+    positive_int,
+    signature_problem,
+)
 from config.serialize import ConfigError
 
-Check = Callable[[Any], str | None]  # what is wrong with a value, or None
 DEFAULT_IN_TRAIN_CONFIG = object()
 
 
@@ -30,115 +40,51 @@ class Key:
     default: Any = DEFAULT_IN_TRAIN_CONFIG
 
 
-def of_type(*types: type, name: str, optional: bool = False) -> Check:
-    """A check that the value is one of ``types`` (a bool is no int here: True epochs make no sense)."""
-
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
-            return None
-        return f"expected {name}{' or None' if optional else ''}, got {type(value).__name__}"
-
-    return check
-
-
-def _callable(optional: bool = False) -> Check:
-    def check(value: Any) -> str | None:
-        if callable(value) or (value is None and optional):
-            return None
-        return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {value!r}"
-
-    return check
-
-
-def _number_in(low: float, high: float, name: str, optional: bool = False) -> Check:
-    def check(value: Any) -> str | None:
-        problem = of_type(int, float, name="a number", optional=optional)(value)
-        if problem or value is None:
-            return problem
-        return None if low < value < high else f"must be {name}, got {value}"
-
-    return check
-
-
-def one_of(*choices: Any) -> Check:
-    """A check that the value is one of ``choices``."""
-    return lambda value: None if value in choices else f"must be one of {list(choices)}, got {value!r}"
-
-
-def _dict_of(keys: dict[str, Check], required: tuple[str, ...] = (), optional: bool = True) -> Check:
-    def check(value: Any) -> str | None:
-        if value is None and optional:
-            return None
-        if not isinstance(value, dict) or set(value) - set(keys) or set(required) - set(value):
-            return f"expected a dict with {', '.join(keys)} ({', '.join(required) or 'none'} required), got {value!r}"
-        return next((f"{key}: {p}" for key, item in value.items() if (p := keys[key](item))), None)
-
-    return check
-
-
-def _metrics(value: Any) -> str | None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
-        return f"expected a dict of name -> metric(logits, target), names being identifiers, got {value!r}"
-    return next((f"metric {name!r} is not callable" for name, f in value.items() if not callable(f)), None)
-
-
-def _compile(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return None
-    if not isinstance(value, dict):
-        return f"expected False, True or a dict of torch.compile keyword arguments, got {type(value).__name__}"
-    return signature_problem(torch.compile, value, 1)
-
-
-def _kwargs(value: Any) -> str | None:
-    ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    return None if ok else f"expected a dict of keyword arguments, got {type(value).__name__}"
-
-
 _INT, _STR, _BOOL = of_type(int, name="an int"), of_type(str, name="a string"), of_type(bool, name="True or False")
-_POSITIVE_INT: Check = lambda v: of_type(int, name="an int")(v) or (None if v > 0 else f"must be > 0, got {v}")  # noqa: E731
 
 SCHEMA: dict[str, Key] = {
     "SESSION_NAME": Key("name of the experiment series; part of every run name", _STR),
     "ROUTINE": Key("default training routine (train.py --routine overrides it)", _STR),
     "SEED": Key("seed of every random number generator, the data split and the batch order", _INT),
     "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR),
-    "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", _callable()),
-    "MODEL_CONFIG": Key("keyword arguments of MODEL", _kwargs),
-    "DATASET": Key("dataset class (or function) returning (image, mask) pairs", _callable()),
-    "DATASET_CONFIG": Key("keyword arguments of DATASET", _kwargs),
-    "VAL_DATASET": Key("validation dataset; None splits VAL_FRACTION off DATASET", _callable(optional=True)),
-    "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", _kwargs),
-    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", _number_in(0, 1, "in (0, 1)")),
-    "TRAIN_TRANSFORM": Key("paired (image, mask) augmentation of training samples; None for none", _callable(True)),
-    "DATA_LOADER_CONFIG": Key("keyword arguments of torch's DataLoader (batch_size, num_workers, ...)", _kwargs),
-    "OPTIMIZER": Key("optimizer class (or function), called with the model's parameters", _callable()),
-    "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", _kwargs),
-    "SCHEDULER": Key("lr scheduler stepped once per epoch; None for a constant lr", _callable(optional=True)),
-    "SCHEDULER_CONFIG": Key("keyword arguments of SCHEDULER; its length (T_max, ...) follows EPOCHS if unset", _kwargs),
+    "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", callable_or_none()),
+    "MODEL_CONFIG": Key("keyword arguments of MODEL", kwargs_dict),
+    "DATASET": Key("dataset class (or function) returning (image, mask) pairs", callable_or_none()),
+    "DATASET_CONFIG": Key("keyword arguments of DATASET", kwargs_dict),
+    "VAL_DATASET": Key("validation dataset; None splits VAL_FRACTION off DATASET", callable_or_none(optional=True)),
+    "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", kwargs_dict),
+    "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", number_in(0, 1, "in (0, 1)")),
+    "TRAIN_TRANSFORM": Key(
+        "paired (image, mask) augmentation of training samples; None for none", callable_or_none(True)
+    ),
+    "DATA_LOADER_CONFIG": Key("keyword arguments of torch's DataLoader (batch_size, num_workers, ...)", kwargs_dict),
+    "OPTIMIZER": Key("optimizer class (or function), called with the model's parameters", callable_or_none()),
+    "OPTIMIZER_CONFIG": Key("keyword arguments of OPTIMIZER (lr, weight_decay, ...)", kwargs_dict),
+    "SCHEDULER": Key("lr scheduler stepped once per epoch; None for a constant lr", callable_or_none(optional=True)),
+    "SCHEDULER_CONFIG": Key(
+        "keyword arguments of SCHEDULER; its length (T_max, ...) follows EPOCHS if unset", kwargs_dict
+    ),
     "ONE_CYCLE": Key(
         "{'max_lr': float, 'pct_start': 0.3}: the one-cycle policy, stepped every batch, instead of SCHEDULER",
-        _dict_of(
-            {"max_lr": _number_in(0, float("inf"), "> 0"), "pct_start": _number_in(0, 1, "in (0, 1)")}, ("max_lr",)
-        ),
+        dict_of({"max_lr": number_in(0, float("inf"), "> 0"), "pct_start": number_in(0, 1, "in (0, 1)")}, ("max_lr",)),
     ),
     "LR_FIND": Key("a learning-rate range test first; train with its suggestion (ignite, fastai)", _BOOL),
-    "LOSS": Key("loss(logits, target) -> scalar (the mean over samples): a function, or a class to call", _callable()),
-    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", _metrics),
-    "EPOCHS": Key("number of epochs", _POSITIVE_INT),
+    "LOSS": Key(
+        "loss(logits, target) -> scalar (the mean over samples): a function, or a class to call", callable_or_none()
+    ),
+    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", metrics_dict),
+    "EPOCHS": Key("number of epochs", positive_int),
     "MIXED_PRECISION": Key(
         "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")
     ),
     "CHANNELS_LAST": Key(
         "model and batches in channels-last memory format (faster with mixed precision on GPUs)", _BOOL
     ),
-    "COMPILE": Key("torch.compile the model: False | True | a dict of torch.compile kwargs", _compile),
-    "GRAD_CLIP": Key("max gradient norm; None disables clipping", _number_in(0, float("inf"), "> 0", optional=True)),
+    "COMPILE": Key("torch.compile the model: False | True | a dict of torch.compile kwargs", compile_kwargs),
+    "GRAD_CLIP": Key("max gradient norm; None disables clipping", number_in(0, float("inf"), "> 0", optional=True)),
     "EARLY_STOPPING": Key(
         "{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
-        _dict_of({"patience": _POSITIVE_INT, "min_delta": _number_in(-1e-300, float("inf"), ">= 0")}, ("patience",)),
+        dict_of({"patience": positive_int, "min_delta": number_in(-1e-300, float("inf"), ">= 0")}, ("patience",)),
     ),
     "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _STR),
     "CHECKPOINT_MODE": Key("min | max; None: min for losses, max for metrics", one_of(None, "min", "max")),
@@ -153,20 +99,6 @@ _LOADER_OWNED = {"dataset", "shuffle", "sampler", "batch_sampler", "generator"}
 def all_keys() -> dict[str, Key]:
     """SCHEMA and the keys of this project's extensions."""
     return {**SCHEMA, **extensions.config_keys()}
-
-
-def signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0) -> str | None:
-    """Which keyword arguments ``target`` does not take (None if they all fit, or if it has no signature)."""
-    try:
-        signature = inspect.signature(target)
-    except (TypeError, ValueError):
-        return None
-    try:
-        signature.bind_partial(*([None] * n_positional), **kwargs)
-    except TypeError as err:
-        accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
-        return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
-    return None
 
 
 def validate_config(config: Mapping[str, Any], refused: Mapping[str, str] | None = None) -> dict[str, Any]:

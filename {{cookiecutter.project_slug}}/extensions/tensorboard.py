@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from config.schema import Key, of_type
+from config.checks import of_type
+from config.schema import Key
 from utils.tracking.tensorboard import TensorBoardLogger
 
 CONFIG_KEYS = {

@@ -1,0 +1,107 @@
+"""Checks of config values: each ``check(value)`` returns what is wrong with the value, or None.
+
+config/schema.py gives each key one of these; an extension's key may use them too.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+Check = Callable[[Any], str | None]  # what is wrong with a value, or None
+
+
+def of_type(*types: type, name: str, optional: bool = False) -> Check:
+    """A check that the value is one of ``types`` (a bool is no int here: True epochs make no sense)."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, types) and (bool in types or not isinstance(value, bool)):
+            return None
+        return f"expected {name}{' or None' if optional else ''}, got {type(value).__name__}"
+
+    return check
+
+
+def callable_or_none(optional: bool = False) -> Check:
+    """A check that the value can be called: a class, function or functools.partial (or None if ``optional``)."""
+
+    def check(value: Any) -> str | None:
+        if callable(value) or (value is None and optional):
+            return None
+        return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {value!r}"
+
+    return check
+
+
+def number_in(low: float, high: float, name: str, optional: bool = False) -> Check:
+    """A check that the value is a number strictly between ``low`` and ``high``, described as ``name``."""
+
+    def check(value: Any) -> str | None:
+        problem = of_type(int, float, name="a number", optional=optional)(value)
+        if problem or value is None:
+            return problem
+        return None if low < value < high else f"must be {name}, got {value}"
+
+    return check
+
+
+def one_of(*choices: Any) -> Check:
+    """A check that the value is one of ``choices``."""
+    return lambda value: None if value in choices else f"must be one of {list(choices)}, got {value!r}"
+
+
+def dict_of(keys: dict[str, Check], required: tuple[str, ...] = (), optional: bool = True) -> Check:
+    """A check of a small dict: its keys among ``keys`` (each with its own check), ``required`` present."""
+
+    def check(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, dict) or set(value) - set(keys) or set(required) - set(value):
+            return f"expected a dict with {', '.join(keys)} ({', '.join(required) or 'none'} required), got {value!r}"
+        return next((f"{key}: {p}" for key, item in value.items() if (p := keys[key](item))), None)
+
+    return check
+
+
+def metrics_dict(value: Any) -> str | None:
+    """A dict of name -> metric function, names being identifiers (they become column names)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+        return f"expected a dict of name -> metric(logits, target), names being identifiers, got {value!r}"
+    return next((f"metric {name!r} is not callable" for name, f in value.items() if not callable(f)), None)
+
+
+def compile_kwargs(value: Any) -> str | None:
+    """False, True, or a dict of torch.compile keyword arguments."""
+    if isinstance(value, bool):
+        return None
+    if not isinstance(value, dict):
+        return f"expected False, True or a dict of torch.compile keyword arguments, got {type(value).__name__}"
+    return signature_problem(torch.compile, value, 1)
+
+
+def kwargs_dict(value: Any) -> str | None:
+    """A dict of keyword arguments."""
+    ok = isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    return None if ok else f"expected a dict of keyword arguments, got {type(value).__name__}"
+
+
+def positive_int(value: Any) -> str | None:
+    """An int > 0."""
+    return of_type(int, name="an int")(value) or (None if value > 0 else f"must be > 0, got {value}")
+
+
+def signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0) -> str | None:
+    """Which keyword arguments ``target`` does not take (None if they all fit, or if it has no signature)."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind_partial(*([None] * n_positional), **kwargs)
+    except TypeError as err:
+        accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
+        return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
+    return None
