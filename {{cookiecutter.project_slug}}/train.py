@@ -76,6 +76,15 @@ def run(args: argparse.Namespace) -> RunResult:
     return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
 
 
+def one_line(err: BaseException) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker comes back with the worker's whole
+    traceback in its message ("Original Traceback ..."): its last line is the original message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
 def stop_on_sigterm(signum: int, _frame: Any) -> None:
     """Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself."""
     raise Interrupted(signum)
@@ -102,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args)
         close_distributed(wait=True)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:  # a NaN loss: the run is recorded failed, its last good epoch kept in last.pt
+        print(f"error: {err}; the run failed, last.pt holds its last complete epoch (lower the lr?)", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be written, a full disk: the machine's, not the code's
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)

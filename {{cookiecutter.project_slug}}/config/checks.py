@@ -7,9 +7,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 Check = Callable[[Any], str | None]  # what is wrong with a value, or None
+# torch.compile's modes (torch 2.13); another is refused when the model is compiled, after the run has started.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def of_type(*types: type, name: str, optional: bool = False) -> Check:
@@ -31,6 +31,8 @@ def callable_or_none(optional: bool = False) -> Check:
     def check(value: Any) -> str | None:
         if callable(value) or (value is None and optional):
             return None
+        if isinstance(value, str):  # what --set makes of a dotted name that does not import
+            return f"cannot import {value!r}: give the dotted name of a class or function, e.g. torch.optim.SGD"
         return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {value!r}"
 
     return check
@@ -79,6 +81,14 @@ def compile_kwargs(value: Any) -> str | None:
         return None
     if not isinstance(value, dict):
         return f"expected False, True or a dict of torch.compile keyword arguments, got {type(value).__name__}"
+    if value.get("mode", "default") not in COMPILE_MODES:
+        return f"mode must be one of {list(COMPILE_MODES)}, got {value['mode']!r}"
+    if "backend" in value and isinstance(value["backend"], str):
+        import torch._dynamo  # pylint: disable=import-outside-toplevel  # slow to import: only when a backend is named
+
+        backends = torch._dynamo.list_backends(exclude_tags=())  # pylint: disable=protected-access
+        if value["backend"] not in backends:
+            return f"backend must be one of {backends}, got {value['backend']!r}"
     return signature_problem(torch.compile, value, 1)
 
 

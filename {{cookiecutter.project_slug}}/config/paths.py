@@ -20,6 +20,23 @@ class GlobalConfig:
     LOG_DIR: Path
     WEIGHT_DIR: Path
 
+    def check_writable(self) -> None:
+        """Create LOG_DIR and WEIGHT_DIR if needed and check that a run can write there, before it writes anything.
+
+        Raises:
+            PermissionError: one of them cannot be created or written, with a message naming it and what to do.
+        """
+        for name in ("LOG_DIR", "WEIGHT_DIR"):
+            folder = getattr(self, name)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise PermissionError(
+                    f"{name} {folder} cannot be created ({err.strerror}); set {name} to a folder you can write"
+                ) from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise PermissionError(f"{name} {folder} is not writable; set {name} to a folder you can write")
+
     def run_log_dir(self, run_name: str) -> Path:
         """Return ``LOG_DIR/<run_name>``, created if needed."""
         return _created(self.LOG_DIR / run_name)

@@ -84,13 +84,16 @@ def build_loaders(
     """
     train_set, val_set = build_datasets(config)
     kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
-    if world_size == 1:
-        train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
-    else:
-        sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
-        train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
-        val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
-    return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
+    try:  # DataLoader checks its arguments (batch_size=0, num_workers=-1): the user's to fix
+        if world_size == 1:
+            train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+        else:
+            sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
+            train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
+            val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
+        return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"DATA_LOADER_CONFIG={config['DATA_LOADER_CONFIG']!r}: {err}") from None
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -148,6 +151,10 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, st
     if config["SCHEDULER"] is None:
         return None
     length = SCHEDULE_LENGTH.get(config["SCHEDULER"])
+    if length in config["SCHEDULER_CONFIG"] and not config["SCHEDULER_CONFIG"][length] >= 1:
+        raise ConfigError(
+            f"SCHEDULER_CONFIG.{length} must be >= 1 (epochs), got {config['SCHEDULER_CONFIG'][length]!r}"
+        )
     if length is None or length not in config["SCHEDULER_CONFIG"]:
         return instantiate(config, "SCHEDULER", optimizer, **({length: config["EPOCHS"]} if length else {}))
     if config["SCHEDULER_CONFIG"][length] != config["EPOCHS"]:

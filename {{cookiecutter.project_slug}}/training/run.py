@@ -100,6 +100,7 @@ class Run:  # pylint: disable=too-many-public-methods
         # Rank 0 alone writes the run's files; the other ranks have no recorder.
         self.recorder: RunRecorder | None = None
         if self.rank == 0:
+            global_config.check_writable()  # before the run's folders and row exist
             columns = {key: value for hook in self.hooks for key, value in getattr(hook, "columns", {}).items()}
             run_name, epochs_done = (state["run_name"], state["epoch"]) if state else (None, 0)
             self.recorder = RunRecorder(
@@ -109,10 +110,10 @@ class Run:  # pylint: disable=too-many-public-methods
         self.start_epoch: int = (state["epoch"] if state else 0) + 1
         self.step = (self.start_epoch - 1) * len(self.train_loader)
         self._epoch_started, self._epoch_lr = 0.0, 0.0
-        if state is None:
-            with self.guard():  # the run's row exists now: record a failure of a hook too
+        with self.guard():  # the run's row exists now: a failure from here on is recorded too
+            if state is None:
                 self.call_hooks("on_start")
-        build.compile_model(config, self.raw_model)  # last: the checks above ran the plain model, in eager mode
+            build.compile_model(config, self.raw_model)  # last: the checks above ran the plain model, in eager mode
 
     @property
     def scheduler_per_step(self) -> bool:
