@@ -96,9 +96,18 @@ OPTION_FILES = {
         "utils/notify/messages.py",
         "utils/notify/conversation.py",
         "utils/notify/smtp.py",
-        "tests/test_notify.py",
+        "tests/smtp_server.py",
+        "tests/test_notify_settings.py",
+        "tests/test_notify_delivery.py",
+        "tests/test_notify_run.py",
     },
-    "use_docker": {"Dockerfile", ".dockerignore", "tests/test_docker.py"},
+    "use_docker": {
+        "Dockerfile",
+        ".dockerignore",
+        "tests/dockerfile_parser.py",
+        "tests/test_dockerfile.py",
+        "tests/test_docker_make.py",
+    },
     "use_hyperparameter_search": {
         "hyperparameter.py",
         "training/search.py",
@@ -424,3 +433,25 @@ def test_hook_refusal_on_the_command_line(tmp_path):
     assert proc.returncode == 1
     assert "ERROR: project_slug 'Bad' is not a valid project name" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_any_unicode_answer_keeps_every_rendered_format_valid(cookies):
+    """Emoji (outside the Basic Multilingual Plane: JSON writes them as surrogate pairs, which TOML refuses), quotes
+    and backslashes in the free-text answers: TOML, YAML, Python and Markdown files of the bake stay valid."""
+    answers = {
+        "project_name": 'Brain 🧠 "Seg" \\ Zoë',
+        "project_slug": "brain_seg",
+        "description": 'Finds 🧬 "cells" \\ fast',
+        "author_name": "Dr. 🧪 O'Brien",
+        "use_docker": True,
+        "use_smtp_notifications": True,
+    }
+    project = bake_ok(cookies, answers)
+    meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert meta["description"] == answers["description"]
+    assert meta["authors"][0]["name"] == answers["author_name"]
+    for conda_file in ("environment.yml", "dev.yml"):
+        yaml.safe_load((project / conda_file).read_text(encoding="utf-8"))
+    for path in project.rglob("*.py"):
+        compile(path.read_text(encoding="utf-8"), str(path), "exec")
+    assert (project / "README.md").read_text(encoding="utf-8").startswith(f"# {answers['project_name']}\n")
