@@ -146,13 +146,15 @@ def open_study(search: Search, args: argparse.Namespace) -> optuna.Study:
 
 
 def run_trials(search: Search, args: argparse.Namespace, n_trials: int, job: int = 0) -> None:
-    """Run ``n_trials`` trials of the study in this process (each parallel job seeds its sampler differently)."""
-    study = optuna.load_study(
-        study_name=search.study_name,
-        storage=storage(search.global_config),
-        sampler=make_sampler(validate_config(search.config)["SEED"] + job, args.random_trials),
-        pruner=make_pruner(not args.no_prune, args.prune_after),
-    )
+    """Run ``n_trials`` trials of the study in this process.
+
+    The sampler's seed is the config's SEED plus the job and the trials the study holds already: each parallel job
+    draws its own values, and a resumed search goes on drawing new ones instead of replaying the first trials.
+    """
+    study = optuna.load_study(study_name=search.study_name, storage=storage(search.global_config))
+    seed = validate_config(search.config)["SEED"] + job + len(study.get_trials(deepcopy=False))
+    study.sampler = make_sampler(seed, args.random_trials)
+    study.pruner = make_pruner(not args.no_prune, args.prune_after)
     study.optimize(search.objective, n_trials=n_trials)
     if search.interrupt is not None:
         raise search.interrupt

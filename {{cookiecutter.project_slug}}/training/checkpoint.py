@@ -170,6 +170,12 @@ def check_resume_config(state: dict[str, Any], jsonable_config: dict[str, Any]) 
     before, now = flatten(state["config"]), flatten(jsonable_config)
     fixed = set(SCHEMA) - set(RESUMABLE_CHANGES)
     changed = sorted(k for k in before.keys() | now.keys() if k.split(".")[0] in fixed and before.get(k) != now.get(k))
+    one_cycle = state["config"].get("ONE_CYCLE")
+    if one_cycle is not None and state["config"]["EPOCHS"] != jsonable_config["EPOCHS"]:
+        raise CheckpointError(
+            f"--resume {state['run_name']}: ONE_CYCLE's schedule spans the run's {state['config']['EPOCHS']} epochs "
+            "and cannot be stretched; resume with the run's own EPOCHS, or start a new run with more epochs"
+        )
     if changed:
         differences = ", ".join(f"{key} (run: {before.get(key)!r}, now: {now.get(key)!r})" for key in changed[:4])
         raise CheckpointError(

@@ -26,11 +26,12 @@ from torch import nn
 from config.device import get_device
 from config.paths import GLOBAL_CONFIG, GlobalConfig
 from config.schema import validate_config
-from config.serialize import ConfigError
+from config.serialize import ConfigError, to_jsonable
 from training.build import LOGGER, autocast
 from training.distributed import backend_for, check_distributed_config, launched_world_size
 from training.records import RunResult
 from training.run import Run
+from utils.tracking.csv_logs import flatten
 
 ROUTINE = "ignite"
 # Keys this routine cannot honour, with what to do instead.
@@ -221,6 +222,13 @@ def train(
     # the config's errors here, on one line, rather than from inside each spawned process
     checked = validate_config(config, REFUSED)
     check_distributed_config(checked, nproc_per_node or launched_world_size())
+    if nproc_per_node is not None:  # spawned processes unpickle the config: they import its classes by module name
+        in_file = [key for key, value in flatten(to_jsonable(checked)).items() if ".py:" in str(value)]
+        if in_file:
+            raise ConfigError(
+                f"{', '.join(in_file)}: defined in the --config file, which the processes of --nproc-per-node cannot "
+                "import; move it into a module of the project (e.g. utils/losses.py), or start with torchrun"
+            )
     with idist.Parallel(backend=backend_for(get_device(checked["DEVICE"])), nproc_per_node=nproc_per_node) as parallel:
         parallel.run(training, config, global_config, resume, results)
     return results.get()

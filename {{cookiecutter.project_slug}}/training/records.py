@@ -8,6 +8,7 @@ interrupted, failed or what a hook's StopRun names). It writes; the Run decides 
 import importlib.metadata
 import json
 import logging
+import os
 import platform
 import subprocess
 import time
@@ -19,8 +20,10 @@ from typing import Any
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from config.paths import ROOT_PATH, GlobalConfig
+from config.serialize import ConfigError
 from utils.files import create_unique_dir, make_run_name
 from utils.tracking.csv_logs import append_history, flatten, read_experiments, upsert_experiment
 from utils.tracking.plot import plot_history
@@ -103,6 +106,7 @@ class RunRecorder:
         self.run_name = self.run_dir.name
         self.weight_dir = global_config.run_weight_dir(self.run_name)
         self.experiments_csv, self.history_csv = global_config.LOG_DIR / "experiments.csv", self.run_dir / "history.csv"
+        self._lock = self._lock_run()
         if run_name is not None:
             self._continue(epochs_done)
         (self.run_dir / "config.json").write_text(
@@ -122,6 +126,23 @@ class RunRecorder:
         self._clock = time.perf_counter()
         self.write_row("running")
         LOGGER.info("run %s (%s routine) on %s: logs in %s", self.run_name, routine, device, self.run_dir)
+
+    def _lock_run(self) -> FileLock:
+        """One process trains a run at a time: a second one (``--resume`` of a run still training) is refused.
+
+        Raises:
+            ConfigError: the run is locked, naming the process that holds it.
+        """
+        lock, owner = FileLock(self.run_dir / ".lock"), self.run_dir / ".lock.pid"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown"
+            raise ConfigError(
+                f"run {self.run_name} is being trained by another process (pid {pid}); wait for it to end, or stop it"
+            ) from None
+        owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        return lock
 
     def _continue(self, epochs_done: int) -> None:
         """A resumed run keeps its history up to ``epochs_done`` (later rows are redone), start time and duration."""
@@ -189,6 +210,8 @@ class RunRecorder:
         if self._log_handler is not None:
             LOGGER.removeHandler(self._log_handler)
             self._log_handler.close()
+        (self.run_dir / ".lock.pid").unlink(missing_ok=True)
+        self._lock.release()
 
     def write_row(self, status: str, result: RunResult | None = None) -> None:
         """Insert or update the run's row in experiments.csv (file-locked: runs may finish at the same time)."""
