@@ -37,8 +37,21 @@ OPTIONAL_PATHS = {
         "tests/test_fastai_training.py",
     ],
     "use_tensorboard": ["extensions/tensorboard.py", "utils/tracking/tensorboard.py", "tests/test_tensorboard.py"],
-    "use_smtp_notifications": ["extensions/notify.py", "utils/notify", "tests/test_notify.py"],
-    "use_docker": ["Dockerfile", ".dockerignore", "tests/test_docker.py"],
+    "use_smtp_notifications": [
+        "extensions/notify.py",
+        "utils/notify",
+        "tests/smtp_server.py",
+        "tests/test_notify_settings.py",
+        "tests/test_notify_delivery.py",
+        "tests/test_notify_run.py",
+    ],
+    "use_docker": [
+        "Dockerfile",
+        ".dockerignore",
+        "tests/dockerfile_parser.py",
+        "tests/test_dockerfile.py",
+        "tests/test_docker_make.py",
+    ],
     "use_hyperparameter_search": [
         "hyperparameter.py",
         "training/search.py",
