@@ -113,7 +113,8 @@ def _importable(obj: Any, where: str) -> str:
     return name
 
 
-def to_jsonable(value: Any, where: str = "config") -> Any:
+# One return per form of value: a flat list reads better than the nesting that would please pylint.
+def to_jsonable(value: Any, where: str = "config") -> Any:  # pylint: disable=too-many-return-statements
     """A JSON-able copy of a config value (see the module's docstring for the forms); ``where`` names it in errors."""
     if isinstance(value, Mapping):
         return {
@@ -142,7 +143,7 @@ def _looks_imported(text: str) -> bool:
     return "." in module and all(part.isidentifier() for part in module.split("."))
 
 
-def from_jsonable(value: Any) -> Any:
+def from_jsonable(value: Any) -> Any:  # pylint: disable=too-many-return-statements  # as to_jsonable
     """Rebuild the objects of :func:`to_jsonable`'s output; a string that names no importable object stays a string.
 
     Raises:
