@@ -126,13 +126,14 @@ def test_tracking_page_names_every_option_setting_and_tag():
     page does not mention fails here, so the page gets updated with the code."""
     page = (TEMPLATE_DIR / "docs" / "tracking.md").read_text(encoding="utf-8")
     project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-    # train.py: only its options that this page is about; the two tools: every option.
+    # train.py (with the options its extensions add): only its options that this page is about; the tools: every one.
     for module, only in (
         ("train.py", {"--resume", "--notify"}),
         ("utils/tracking/report.py", None),
         ("utils/notify/smtp.py", None),
     ):
-        options = option_strings((project / module).read_text(encoding="utf-8"))
+        sources = [project / module] + (sorted((project / "extensions").glob("*.py")) if module == "train.py" else [])
+        options = set().union(*(option_strings(path.read_text(encoding="utf-8")) for path in sources))
         if only:
             assert only <= options, f"{module} has no options {sorted(only - options)}"
             options = only
