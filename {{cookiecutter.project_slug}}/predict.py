@@ -7,6 +7,7 @@ it is best.pt of the latest run in WEIGHT_DIR.
 
 import argparse
 import glob
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,34 @@ def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, thre
     return ((probabilities > threshold).cpu().numpy() * 255).astype(np.uint8)
 
 
+def output_folder(output: str, inputs: list[Path]) -> Path:
+    """The folder for the masks, created; refused when it is a file or a mask would overwrite an input.
+
+    Raises:
+        DataError: the folder cannot be used, or two inputs would give the same mask name, or a mask would replace
+            an input (the masks go to ``<stem>.png``, which may be an input image itself).
+    """
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"-o {output} is a file, not a folder; choose a folder for the masks")
+    masks: dict[Path, Path] = {}
+    for path in inputs:
+        mask = (folder / f"{path.stem}.png").resolve()
+        if mask in masks:
+            raise DataError(f"{masks[mask]} and {path} would both write {mask.name}; predict them into two folders")
+        masks[mask] = path
+    overwritten = sorted(set(masks) & {path.resolve() for path in inputs})
+    if overwritten:
+        raise DataError(f"-o {output}: a mask would overwrite the input {overwritten[0]}; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"-o {output} cannot be created ({err.strerror}); choose a folder you can write") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"-o {output} is not writable; choose a folder you can write")
+    return folder
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
@@ -100,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         device = get_device(args.device)
         weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
         model, channels = load_model(weights, device)
-        output = Path(args.output)
-        output.mkdir(parents=True, exist_ok=True)
+        output = output_folder(args.output, inputs)
         for path in inputs:
             mask = predict_mask(model, read_image(path, channels), device, args.threshold)
             Image.fromarray(mask).save(output / f"{path.stem}.png")
     except (DataError, DeviceError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a folder made read-only meanwhile: the machine's, not the code's
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
         return 2
     print(f"{len(inputs)} mask(s) written to {output} with {weights}")
     return 0
