@@ -23,7 +23,7 @@ from config.serialize import ConfigError
 from training.build import LOGGER
 from training.checkpoint import CheckpointError
 from training.distributed import close_distributed
-from training.records import RunResult
+from training.records import RunResult, one_line
 from training.sanity_checks import SanityCheckError
 from training.signals import Interrupted
 from utils.data.images import DataError
@@ -74,15 +74,6 @@ def run(args: argparse.Namespace) -> RunResult:
             f"torchrun --nproc_per_node={nproc} train.py ... (or make train-ddp NPROC={nproc})"
         )
     return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
-
-
-def one_line(err: BaseException) -> str:
-    """The error's message on one line. An error raised in a DataLoader worker comes back with the worker's whole
-    traceback in its message ("Original Traceback ..."): its last line is the original message."""
-    text = str(err).strip()
-    if "Original Traceback" in text:
-        text = text.splitlines()[-1].split(": ", 1)[-1]
-    return " ".join(text.split())
 
 
 def stop_on_sigterm(signum: int, _frame: Any) -> None:

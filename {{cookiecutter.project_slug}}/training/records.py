@@ -31,6 +31,15 @@ from utils.tracking.plot import plot_history
 LOGGER = logging.getLogger("project")
 
 
+def one_line(err: BaseException) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker comes back with the worker's whole
+    traceback in its message ("Original Traceback ..."): its last line is the original message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
 @dataclass
 class RunResult:
     """What a routine returns: where the run's files are and how it went."""
@@ -195,7 +204,7 @@ class RunRecorder:
             best={k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
             final={k: v for k, v in final.items() if k.startswith(("val_", "train_"))},
             # One line, whatever the framework made of the message (fastai adds its own lines around it).
-            error=None if error is None else " ".join(f"{type(error).__name__}: {error}".split()),
+            error=None if error is None else f"{type(error).__name__}: {one_line(error)}",
         )
 
     def finish(self, result: RunResult) -> None:
