@@ -28,6 +28,8 @@ class GlobalConfig:
         """
         for name in ("LOG_DIR", "WEIGHT_DIR"):
             folder = getattr(self, name)
+            if folder.exists() and not folder.is_dir():
+                raise PermissionError(f"{name} {folder} is a file, not a folder; set {name} to a folder you can write")
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
