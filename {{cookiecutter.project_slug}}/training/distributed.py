@@ -4,6 +4,7 @@ The helpers here do nothing in a single process, so that the Run and the routine
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,6 +64,26 @@ def broadcast_object(value: Any) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def on_rank_zero(action: Callable[[], Any], errors: tuple[type[Exception], ...]) -> Any:
+    """``action()`` on rank 0 alone (None on the others; every rank must call it). An error of ``errors`` that it
+    raises is raised on every rank, with its type and message: the other ranks would otherwise wait for rank 0 in
+    the next collective, and gloo would end them with "Connection closed by peer" instead of the real reason."""
+    value, error = None, None
+    if rank_and_world_size()[0] == 0:
+        try:
+            value = action()
+        except errors as err:
+            if not dist.is_initialized():
+                raise
+            error = err
+    failure = broadcast_object(None if error is None else (type(error), str(error)))
+    if error is not None:
+        raise error
+    if failure is not None:
+        raise failure[0](failure[1])
+    return value
 
 
 def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:

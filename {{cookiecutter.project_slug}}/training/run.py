@@ -6,6 +6,7 @@ early stopping), and returns :meth:`Run.finish`. ``run.model`` is what training 
 processes train); ``run.raw_model`` is the bare module that is validated, checkpointed and predicted with.
 """
 
+import functools
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import extensions
 from config.device import get_device
 from config.paths import GlobalConfig
 from config.schema import validate_config
-from config.serialize import to_jsonable
+from config.serialize import ConfigError, to_jsonable
 from training import build, checkpoint, distributed
 from training.records import LOGGER, RunRecorder, RunResult
 from training.sanity_checks import sanity_checks
@@ -84,10 +85,9 @@ class Run:  # pylint: disable=too-many-public-methods
         self.hooks = [*extensions.make_hooks(config), *(hooks or [])] if self.rank == 0 else []
         # resume: rank 0 reads the checkpoint and sends it to the others (other nodes may not see its disk)
         state = None
-        if resume is not None:
-            state = distributed.broadcast_object(
-                checkpoint.load_for_resume(resume, global_config, routine) if self.rank == 0 else None
-            )
+        if resume is not None:  # a checkpoint that rank 0 cannot load is the same one-line error on every rank
+            load = functools.partial(checkpoint.load_for_resume, resume, global_config, routine)
+            state = distributed.broadcast_object(distributed.on_rank_zero(load, (checkpoint.CheckpointError,)))
             checkpoint.check_resume_config(state, jsonable_config)
             checkpoint.restore(state, self)
         # Training steps go through DDP, which averages the gradients over the ranks.
@@ -97,15 +97,16 @@ class Run:  # pylint: disable=too-many-public-methods
                 self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
         self.signals = StopSignals()
-        # Rank 0 alone writes the run's files; the other ranks have no recorder.
-        self.recorder: RunRecorder | None = None
-        if self.rank == 0:
+        # Rank 0 alone writes the run's files; the other ranks have no recorder (and stop with rank 0's error).
+        def start_records() -> RunRecorder:
             global_config.check_writable()  # before the run's folders and row exist
             columns = {key: value for hook in self.hooks for key, value in getattr(hook, "columns", {}).items()}
             run_name, epochs_done = (state["run_name"], state["epoch"]) if state else (None, 0)
-            self.recorder = RunRecorder(
+            return RunRecorder(
                 jsonable_config, global_config, routine, self.device, self.world_size, run_name, epochs_done, columns
             )
+
+        self.recorder: RunRecorder | None = distributed.on_rank_zero(start_records, (ConfigError, OSError))
         self.routine, self.jsonable_config = routine, jsonable_config
         self.start_epoch: int = (state["epoch"] if state else 0) + 1
         self.step = (self.start_epoch - 1) * len(self.train_loader)
