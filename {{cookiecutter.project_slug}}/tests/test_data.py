@@ -8,13 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.data.datasets import (
-    DataError,
-    SegmentationFolder,
-    SyntheticShapes,
-    read_image,
-    read_mask,
-)
+from utils.data.folder import SegmentationFolder
+from utils.data.images import DataError, read_image, read_mask
+from utils.data.synthetic import SyntheticShapes
 from utils.data.transforms import Compose, RandomFlipRotate
 
 # --------------------------------------------------------------------------------------------------------------

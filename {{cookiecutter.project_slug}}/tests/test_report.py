@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from config.config import GlobalConfig
-from utils.logging import report
-from utils.logging.csv import append_history, flatten, upsert_experiment
+from config.paths import GlobalConfig
+from utils.tracking import report
+from utils.tracking.csv_logs import append_history, flatten, upsert_experiment
 
 # name -> how the run went. best_val_dice orders them B, C, A, D, E; best_val_loss (the loss at the best epoch,
 # shifted per run so that the two orders differ) orders them D, C, A, B, E. E failed before its first epoch.
@@ -25,7 +25,7 @@ E = "20250105-120000_unet_pytorch"
 RUNS = {
     A: {"dice": [0.5, 0.7], "loss_shift": 0.0},
     B: {"dice": [0.6, 0.9], "loss_shift": 0.5},
-    C: {"dice": [0.4, 0.8], "loss_shift": 0.0, "bulk_ch": 32, "optimizer": "torch.optim.sgd.SGD"},
+    C: {"dice": [0.4, 0.8], "loss_shift": 0.0, "base_channels": 32, "optimizer": "torch.optim.sgd.SGD"},
     D: {"dice": [0.2], "loss_shift": -0.75, "status": "interrupted"},
     E: {"dice": [], "loss_shift": 0.0, "status": "failed"},
 }
@@ -60,11 +60,11 @@ def record_run(log_dir: Path, run_name: str, dice: list[float], loss_shift: floa
         "ROUTINE": routine,
         "SEED": 42,
         "MODEL": "models.unet.UNet",
-        "MODEL_CONFIG": {"bulk_ch": options.get("bulk_ch", 16), "n_recursions": 3},
+        "MODEL_CONFIG": {"base_channels": options.get("base_channels", 16), "depth": 3},
         "OPTIMIZER": options.get("optimizer", "torch.optim.adamw.AdamW"),
         "OPTIMIZER_CONFIG": {"lr": 1e-3},
         "EPOCHS": 2,
-        "METRICS": {"dice": "utils.loss.dice", "iou": "utils.loss.iou"},
+        "METRICS": {"dice": "utils.metrics.dice", "iou": "utils.metrics.iou"},
     }
     row = {
         "run_name": run_name,
@@ -99,7 +99,7 @@ def fixture_runs(global_config: GlobalConfig) -> Path:
 
 
 def report_lines(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, list[str], str]:
-    """(exit status, stdout lines, stderr) of ``python -m utils.logging.report ARGV``, run in this process."""
+    """(exit status, stdout lines, stderr) of ``python -m utils.tracking.report ARGV``, run in this process."""
     status = report.main(list(argv))
     out, err = capsys.readouterr()
     return status, out.splitlines(), err
@@ -116,7 +116,7 @@ def header(lines: list[str]) -> list[str]:
 
 
 def test_cli_prints_every_run_best_dice_first(runs: Path, run_script: Callable) -> None:
-    result = run_script("-m", "utils.logging.report")
+    result = run_script("-m", "utils.tracking.report")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == f"5 of 5 runs in {runs / 'experiments.csv'}, best first by best_val_dice (highest first)"
@@ -185,9 +185,9 @@ def test_filters_that_match_nothing_say_so_with_the_values_there_are(capsys: pyt
 @pytest.mark.usefixtures("runs")
 def test_compact_columns_add_only_the_hyper_parameters_that_differ(capsys: pytest.CaptureFixture) -> None:
     _, lines, _ = report_lines(capsys)
-    # bulk_ch and OPTIMIZER differ (run C); SEED, MODEL, lr... do not. torch_version differs but is no
+    # base_channels and OPTIMIZER differ (run C); SEED, MODEL, lr... do not. torch_version differs but is no
     # hyper-parameter, and SESSION_NAME / ROUTINE repeat the run name and the routine column.
-    assert header(lines) == [*COMPACT, "MODEL_CONFIG.bulk_ch", "OPTIMIZER"]
+    assert header(lines) == [*COMPACT, "MODEL_CONFIG.base_channels", "OPTIMIZER"]
     row_c = next(line for line in lines if line.startswith(C)).split()
     assert row_c[-2:] == ["32", "SGD"]  # classes by their short name: torch.optim.sgd.SGD -> SGD
     assert next(line for line in lines if line.startswith(B)).split()[-1] == "AdamW"
@@ -201,7 +201,7 @@ def test_more_differing_hyper_parameters_than_fit_are_named_below_the_table(
 ) -> None:
     monkeypatch.setattr(report, "MAX_PARAMETER_COLUMNS", 1)
     _, lines, _ = report_lines(capsys)
-    assert header(lines) == [*COMPACT, "MODEL_CONFIG.bulk_ch"]
+    assert header(lines) == [*COMPACT, "MODEL_CONFIG.base_channels"]
     assert lines[-1] == "also differ: OPTIMIZER (--all-columns shows them)"
 
 
@@ -256,7 +256,7 @@ def test_bare_plot_draws_the_runs_of_the_table_one_line_each(
 
 
 def test_no_experiments_yet(global_config: GlobalConfig, run_script: Callable) -> None:
-    result = run_script("-m", "utils.logging.report")
+    result = run_script("-m", "utils.tracking.report")
     assert result.returncode == 2
     assert result.stderr == f"error: no runs yet in {global_config.LOG_DIR}: train first\n"
     # An experiments.csv left empty (e.g. by a disk that filled up) reads the same.
