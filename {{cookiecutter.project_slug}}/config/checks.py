@@ -33,7 +33,8 @@ def callable_or_none(optional: bool = False) -> Check:
             return None
         if isinstance(value, str):  # what --set makes of a dotted name that does not import
             return f"cannot import {value!r}: give the dotted name of a class or function, e.g. torch.optim.SGD"
-        return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {value!r}"
+        got = repr(value) if isinstance(value, str) else f"a {type(value).__name__}"  # an object's repr may be lines
+        return f"expected a class, function or functools.partial{' or None' if optional else ''}, got {got}"
 
     return check
 

@@ -139,8 +139,11 @@ def to_jsonable(value: Any, where: str = "config") -> Any:  # pylint: disable=to
 
 
 def _looks_imported(text: str) -> bool:
-    module = text.rpartition(":")[2] if ":" in text else text
-    return "." in module and all(part.isidentifier() for part in module.split("."))
+    """``package.module.Name``, or ``/path/file.py:Name`` (a --config file's: its name needs no dot)."""
+    if ":" in text:
+        path, _, qualname = text.rpartition(":")
+        return path.endswith(".py") and all(part.isidentifier() for part in qualname.split("."))
+    return "." in text and all(part.isidentifier() for part in text.split("."))
 
 
 def from_jsonable(value: Any) -> Any:  # pylint: disable=too-many-return-statements  # as to_jsonable

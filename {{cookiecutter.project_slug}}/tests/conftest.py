@@ -1,6 +1,7 @@
 """Shared fixtures: temporary project folders and a tiny, fast experiment config."""
 
 import copy
+import importlib
 import os
 import subprocess
 import sys
@@ -8,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
-from config.config import GlobalConfig, get_global_config
+from config.paths import GlobalConfig, get_global_config
 from config.train_config import TRAIN_CONFIG
-from training.common import RunResult
+from training.records import RunResult
+from utils.losses import dice_bce
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,17 +27,40 @@ def global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GlobalConf
     return get_global_config()
 
 
-@pytest.fixture
-def tiny_config() -> dict:
-    """The default config shrunk to run an epoch in about a second on a CPU."""
+def _tiny_config() -> dict:
     config = copy.deepcopy(TRAIN_CONFIG)
-    config["MODEL_CONFIG"].update(bulk_ch=4, n_recursions=2)
+    config["MODEL_CONFIG"].update(base_channels=4, depth=2)
     config["DATASET_CONFIG"] = {"n_samples": 40, "size": 32, "seed": 0}
     config["DATA_LOADER_CONFIG"] = {"batch_size": 8, "num_workers": 0}
-    config["SCHEDULER_CONFIG"] = {"T_max": 2}
     config["EPOCHS"] = 2
     config["DEVICE"] = "cpu"
     return config
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    """The default config shrunk to run an epoch in about a second on a CPU."""
+    return _tiny_config()
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[RunResult, GlobalConfig]]:
+    """``shared_run(routine)``: one completed 2-epoch run of the tiny config per routine and test session, in its
+    own folders, with the GlobalConfig it wrote to; the tests that only read a finished run share it."""
+    runs: dict[str, tuple[RunResult, GlobalConfig]] = {}
+
+    def get(routine: str) -> tuple[RunResult, GlobalConfig]:
+        if routine not in runs:
+            root = tmp_path_factory.mktemp(f"shared_{routine}")
+            with pytest.MonkeyPatch.context() as monkeypatch:
+                for name in ("DATA_DIR", "LOG_DIR", "WEIGHT_DIR"):
+                    monkeypatch.setenv(name, str(root / name.split("_", maxsplit=1)[0].lower()))
+                global_config = get_global_config()
+            module = importlib.import_module(f"training.{routine}_training")
+            runs[routine] = (module.train(_tiny_config(), global_config), global_config)
+        return runs[routine]
+
+    return get
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:
@@ -71,3 +97,25 @@ def _run_files(result: RunResult) -> set[str]:
 def files_of() -> Callable[[RunResult], set[str]]:
     """The files a run left, to compare routines: ``files_of(result)``."""
     return _run_files
+
+
+class ScriptedLoss:
+    """dice_bce until its ``at``-th call; from then on (or at that call only, if ``once``) a NaN loss, or ``error``
+    raised. A config's functions must be importable by name to be saved (a closure is refused), so a loss with a
+    plan is an object; its copies (the run deep-copies its config) share one count, as a closure's calls would."""
+
+    def __init__(self, at: int, error: type[BaseException] | None = None, once: bool = False) -> None:
+        self.at, self.error, self.once = at, error, once
+        self._calls = [0]
+
+    def __deepcopy__(self, memo: dict) -> "ScriptedLoss":
+        return self
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self._calls[0] += 1
+        calls = self._calls[0]
+        if calls < self.at or (self.once and calls > self.at):
+            return dice_bce(logits, target)
+        if self.error is None:
+            return dice_bce(logits, target) * float("nan")
+        raise self.error("in the loss")

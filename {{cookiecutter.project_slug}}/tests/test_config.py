@@ -1,24 +1,33 @@
 """Config validation, global paths, device selection and the train.py command line around them."""
 
 import importlib.util
+import json
+import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import train
-from config.config import GlobalConfig, get_global_config
+from config.paths import GlobalConfig, get_global_config
 from config.device import DeviceError, get_device
 from config.train_config import TRAIN_CONFIG
-from training.schema import SCHEMA, ConfigError, import_object, to_jsonable, validate_config
-from utils.loss import dice
+from models.unet import UNet
+from training.build import build_scheduler
+from config.overrides import apply_override
+from config.schema import SCHEMA, all_keys, validate_config
+from config.serialize import ConfigError, from_jsonable, import_object, to_jsonable
+from utils.metrics import dice
 
 
 def test_default_config_is_valid_and_gets_defaults() -> None:
     config = validate_config(TRAIN_CONFIG)
-    assert set(config) == set(SCHEMA)
+    assert set(config) == set(all_keys())
+    assert set(SCHEMA) <= set(config)
     assert config["CHECKPOINT_MODE"] == "max"
 
 
@@ -28,17 +37,17 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
         ({"LERNING_RATE": 1}, "unknown key 'LERNING_RATE'"),
         ({"EPOCHS": "10"}, "EPOCHS: expected an int, got str"),
         ({"EPOCHS": 0}, "EPOCHS: must be > 0"),
-        ({"EPOCHS": True}, "EPOCHS: expected an int, got a bool"),
-        ({"MODEL": "UNet"}, "MODEL: expected a torch.nn.Module class"),
-        ({"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, "OPTIMIZER: expected a"),
+        ({"EPOCHS": True}, "EPOCHS: expected an int, got bool"),
+        ({"MODEL": "UNet"}, "MODEL: expected a class, function or functools.partial, got 'UNet'"),
+        ({"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, "OPTIMIZER: expected a class, function or functools.partial, got a SGD"),
         ({"MODEL_CONFIG": {"bulk": 4}}, "MODEL_CONFIG: got an unexpected keyword argument 'bulk'"),
         ({"OPTIMIZER_CONFIG": {"learning_rate": 1}}, "OPTIMIZER_CONFIG: got an unexpected keyword argument"),
         ({"DATA_LOADER_CONFIG": {"shuffle": False}}, "DATA_LOADER_CONFIG: ['shuffle'] are set by the routine"),
         ({"CHECKPOINT_METRIC": "val_f1"}, "CHECKPOINT_METRIC: 'val_f1' is not logged"),
         ({"MIXED_PRECISION": "fp8"}, "MIXED_PRECISION: must be one of"),
-        ({"EARLY_STOPPING": {"patience": 0}}, "EARLY_STOPPING: patience must be an int >= 1"),
+        ({"EARLY_STOPPING": {"patience": 0}}, "EARLY_STOPPING: patience: must be > 0"),
         ({"METRICS": {"dice": "dice"}}, "metric 'dice' is not callable"),
-        ({"VAL_FRACTION": 1.5}, "VAL_FRACTION: must be between 0 and 1"),
+        ({"VAL_FRACTION": 1.5}, "VAL_FRACTION: must be in (0, 1)"),
         ({"CHANNELS_LAST": 1}, "CHANNELS_LAST: expected True or False, got int"),
         ({"COMPILE": "max-autotune"}, "COMPILE: expected False, True or a dict of torch.compile keyword arguments"),
         ({"COMPILE": {"modes": "max-autotune"}}, "COMPILE: got an unexpected keyword argument 'modes'"),
@@ -54,18 +63,19 @@ def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, messa
 def test_notify_is_refused_before_training_without_a_way_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SMTP_HOST", raising=False)
     monkeypatch.setenv("SMTP_ENV_FILE", os.devnull)  # a developer's own .env must not make this pass
-    if importlib.util.find_spec("utils.notify") is None:  # generated without use_smtp_notifications
-        message = "NOTIFY: e-mail notification is not part of this project"
+    if importlib.util.find_spec("extensions.notify") is None:  # generated without use_smtp_notifications
+        message = "unknown key 'NOTIFY'"
     else:
         message = "NOTIFY: SMTP_HOST is not set"
     with pytest.raises(ConfigError, match=message):
         validate_config({**TRAIN_CONFIG, "NOTIFY": ["a@b.org"]})
 
 
-def test_missing_required_key_is_named() -> None:
-    config = {key: value for key, value in TRAIN_CONFIG.items() if key != "LOSS"}
-    with pytest.raises(ConfigError, match="missing key 'LOSS'"):
-        validate_config(config)
+def test_missing_key_takes_the_value_of_train_config() -> None:
+    config = {key: value for key, value in TRAIN_CONFIG.items() if key not in ("LOSS", "EPOCHS")}
+    resolved = validate_config({**config, "COMMENT": "mine"})
+    assert resolved["LOSS"] is TRAIN_CONFIG["LOSS"] and resolved["EPOCHS"] == TRAIN_CONFIG["EPOCHS"]
+    assert resolved["COMMENT"] == "mine"
 
 
 def test_all_problems_are_reported_at_once() -> None:
@@ -77,8 +87,8 @@ def test_all_problems_are_reported_at_once() -> None:
 def test_to_jsonable_names_classes_and_functions_without_addresses() -> None:
     jsonable = to_jsonable(TRAIN_CONFIG)
     assert jsonable["MODEL"] == "models.unet.UNet"
-    assert jsonable["LOSS"] == "utils.loss.dice_bce"
-    assert jsonable["MODEL_CONFIG"]["activ"] == "torch.nn.modules.activation.ReLU"
+    assert jsonable["LOSS"] == "utils.losses.dice_bce"
+    assert jsonable["MODEL_CONFIG"]["activation"] == "torch.nn.modules.activation.ReLU"
     assert " at 0x" not in str(jsonable)
     assert import_object(jsonable["MODEL"]) is TRAIN_CONFIG["MODEL"]
     assert import_object(to_jsonable(dice)) is dice
@@ -135,11 +145,11 @@ def test_get_device_refuses_missing_mps_and_nonsense() -> None:
 
 def test_set_overrides_parse_literals_dotted_keys_and_classes() -> None:
     config = {"OPTIMIZER_CONFIG": {"lr": 1.0}, "EPOCHS": 1}
-    train.apply_override(config, "OPTIMIZER_CONFIG.lr=1e-3")
-    train.apply_override(config, "EPOCHS=3")
-    train.apply_override(config, "OPTIMIZER=torch.optim.SGD")
-    train.apply_override(config, "COMMENT=hello world")
-    train.apply_override(config, "EARLY_STOPPING=None")
+    apply_override(config, "OPTIMIZER_CONFIG.lr=1e-3")
+    apply_override(config, "EPOCHS=3")
+    apply_override(config, "OPTIMIZER=torch.optim.SGD")
+    apply_override(config, "COMMENT=hello world")
+    apply_override(config, "EARLY_STOPPING=None")
     assert config == {
         "OPTIMIZER_CONFIG": {"lr": 1e-3},
         "EPOCHS": 3,
@@ -155,14 +165,14 @@ def test_set_overrides_parse_literals_dotted_keys_and_classes() -> None:
 )
 def test_bad_set_is_refused(assignment: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        train.apply_override({"EPOCHS": 1}, assignment)
+        apply_override({"EPOCHS": 1}, assignment)
 
 
 def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         train.main(["--help"])
     out = capsys.readouterr().out
-    assert all(key in out for key in SCHEMA)
+    assert all(key in out for key in all_keys())
 
 
 @pytest.mark.parametrize(
@@ -170,7 +180,7 @@ def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
     [
         ("OPTIMIZER_CONFIG.betas=3", "OPTIMIZER=AdamW does not take OPTIMIZER_CONFIG"),
         ("OPTIMIZER_CONFIG.lr=-1", "Invalid learning rate"),
-        ("MODEL_CONFIG.ch_out=2", "error: preflight check 'output shape' failed"),
+        ("MODEL_CONFIG.out_channels=2", "error: sanity check 'output shape' failed"),
     ],
 )
 def test_arguments_the_model_or_a_class_refuses_are_one_line_errors_before_anything_is_written(
@@ -181,3 +191,47 @@ def test_arguments_the_model_or_a_class_refuses_are_one_line_errors_before_anyth
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert not global_config.LOG_DIR.exists() or not any(global_config.LOG_DIR.iterdir())
+
+
+def test_partial_activation_round_trips_through_json() -> None:
+    config = {**TRAIN_CONFIG, "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": partial(nn.LeakyReLU, 0.1)}}
+    jsonable = to_jsonable(config)
+    assert jsonable["MODEL_CONFIG"]["activation"] == {
+        "partial": "torch.nn.modules.activation.LeakyReLU",
+        "args": [0.1],
+        "kwargs": {},
+    }
+    assert json.loads(json.dumps(jsonable)) == jsonable
+    rebuilt = from_jsonable(jsonable)
+    activation = rebuilt["MODEL_CONFIG"]["activation"]
+    assert isinstance(activation, partial) and activation.func is nn.LeakyReLU and activation.args == (0.1,)
+    assert rebuilt["MODEL"] is UNet and rebuilt["LOSS"] is TRAIN_CONFIG["LOSS"]
+    assert to_jsonable(rebuilt) == jsonable
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"LOSS": lambda logits, target: (logits - target).mean()}, "LOSS"),
+        ({"MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": lambda: nn.ReLU()}}, "MODEL_CONFIG.activation"),
+    ],
+)
+def test_a_lambda_in_the_config_is_refused_naming_its_key(change: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{key}: .*<lambda> cannot be saved and rebuilt"):
+        to_jsonable({**TRAIN_CONFIG, **change})
+
+
+def test_schedule_length_follows_epochs_and_an_explicit_other_one_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    config = validate_config({**TRAIN_CONFIG, "EPOCHS": 5})
+    with caplog.at_level(logging.WARNING, logger="project"):
+        scheduler = build_scheduler(config, optimizer, steps_per_epoch=3)
+    assert scheduler.T_max == 5 and not caplog.records
+    config = validate_config({**TRAIN_CONFIG, "EPOCHS": 5, "SCHEDULER_CONFIG": {"T_max": 2}})
+    with caplog.at_level(logging.WARNING, logger="project"):
+        scheduler = build_scheduler(config, optimizer, steps_per_epoch=3)
+    assert scheduler.T_max == 2
+    assert [record.getMessage() for record in caplog.records] == [
+        "SCHEDULER_CONFIG.T_max=2 but EPOCHS=5: the schedule does not end with the run "
+        "(leave T_max out of SCHEDULER_CONFIG to follow EPOCHS)"
+    ]

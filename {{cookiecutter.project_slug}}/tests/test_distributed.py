@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import train
-from config.config import GlobalConfig
-from train import ROUTINES
-from utils.torchutils import load_checkpoint
+from config.paths import GlobalConfig
+from config.overrides import ROUTINES
+from training.checkpoint import load_checkpoint
 
 PROJECT_ROOT = Path(train.__file__).resolve().parent
 EPOCHS, N_TRAIN, N_VAL, BATCH = 3, 48, 7, 8  # 7 validation samples: shards of 4 and 3
@@ -27,8 +27,8 @@ PROBE_MODULE = textwrap.dedent(
 
     import torch.distributed as dist
 
-    from utils.data.datasets import SyntheticShapes
-    from utils.loss import dice_bce
+    from utils.data.synthetic import SyntheticShapes
+    from utils.losses import dice_bce
 
 
     def rank():
@@ -66,14 +66,14 @@ PROBE_MAIN = textwrap.dedent(
     import torch
 
     import train
-    from training.common import Run
+    from training.run import Run
 
     _finish = Run.finish
 
 
-    def _finish_and_save(self):
-        torch.save(self.model.state_dict(), Path(os.environ["PROBE_DIR"]) / f"weights_rank{self.rank}.pt")
-        return _finish(self)
+    def _finish_and_save(self, *args, **kwargs):
+        torch.save(self.raw_model.state_dict(), Path(os.environ["PROBE_DIR"]) / f"weights_rank{self.rank}.pt")
+        return _finish(self, *args, **kwargs)
 
 
     Run.finish = _finish_and_save
@@ -90,7 +90,7 @@ PROBE_CONFIG = textwrap.dedent(
     TRAIN_CONFIG = {{
         **TRAIN_CONFIG,
         "DEVICE": "cpu",
-        "MODEL_CONFIG": {{**TRAIN_CONFIG["MODEL_CONFIG"], "bulk_ch": 4, "n_recursions": 2}},
+        "MODEL_CONFIG": {{**TRAIN_CONFIG["MODEL_CONFIG"], "base_channels": 4, "depth": 2}},
         "DATASET": LoggedShapes,
         "DATASET_CONFIG": {{"role": "train", "n_samples": {N_TRAIN}, "size": 32, "seed": 0}},
         "VAL_DATASET": LoggedShapes,

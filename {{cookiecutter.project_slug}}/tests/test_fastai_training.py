@@ -9,12 +9,15 @@ import pytest
 import torch
 
 import predict
-from config.config import ROOT_PATH, GlobalConfig
+from config.paths import ROOT_PATH, GlobalConfig
 from models.unet import UNet
 from training import fastai_training
-from training.common import Run, current_lr
-from training.schema import ConfigError
-from utils.loss import dice_bce
+from training.build import current_lr
+from training.run import Run
+from config.serialize import ConfigError
+from utils.losses import dice_bce
+
+from conftest import ScriptedLoss
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 CHECKPOINT_KEYS = {"format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "best", "config", "routine"}
@@ -110,15 +113,8 @@ def test_one_cycle_is_fit_one_cycle_and_resumes_mid_cycle(tiny_config: dict, glo
     assert last["optimizer"]["param_groups"][0]["max_lr"] == 0.01
     assert 0.9 < last["optimizer"]["param_groups"][0]["betas"][0] < 0.95  # momentum cycled, on its way back up
 
-    calls = []
-
-    def interrupted_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        calls.append(1)  # the preflight check, 4 training and 1 validation batch, then Ctrl-C in epoch 2
-        if len(calls) == 7:
-            raise KeyboardInterrupt
-        return dice_bce(logits, target)
-
-    interrupting = {**tiny_config, "LOSS": interrupted_loss}  # the same config for the resume, as resume demands
+    # the sanity check, 4 training and 1 validation batch, then Ctrl-C in epoch 2
+    interrupting = {**tiny_config, "LOSS": ScriptedLoss(7, KeyboardInterrupt, once=True)}  # the same config for the resume, as resume demands
     with pytest.raises(KeyboardInterrupt):
         fastai_training.train(interrupting, global_config)
     interrupted = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[-1]
@@ -157,7 +153,8 @@ def test_lr_find_trains_with_its_suggestion_and_leaves_no_trace(
 
 
 def test_fp16_loss_scaling_takes_the_raw_routines_steps(tiny_config: dict, global_config: GlobalConfig) -> None:
-    """fp16 needs CUDA in a run; on a CPU the callback's scaler logic is checked against Run.train_step."""
+    """fp16 needs CUDA in a run; on a CPU the callback's scaler logic is checked against the raw routine's step."""
+    raw_training = pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
 
     def fp16_run() -> Run:
         run = Run({**tiny_config, "GRAD_CLIP": 0.5}, global_config, "fastai")
@@ -167,22 +164,21 @@ def test_fp16_loss_scaling_takes_the_raw_routines_steps(tiny_config: dict, globa
 
     raw = fp16_run()
     raw.begin_epoch(1)
-    for images, masks in raw.train_loader:
-        raw.train_step(images, masks)
+    raw_training.train_one_epoch(raw, 1)
     fastai = fp16_run()
-    initial = {name: tensor.clone() for name, tensor in fastai.model.state_dict().items()}
+    initial = {name: tensor.clone() for name, tensor in fastai.raw_model.state_dict().items()}
     learn = fastai_training.build_learner(fastai)
     with learn.no_logging():
         learn.fit(1, lr=current_lr(fastai.optimizer), cbs=fastai_training.RunEventsCallback(fastai))
     assert fastai.scaler.get_scale() == raw.scaler.get_scale() < 1e6
-    trained = fastai.model.state_dict()
+    trained = fastai.raw_model.state_dict()
     assert any(not torch.equal(trained[name], tensor) for name, tensor in initial.items())
-    for name, tensor in raw.model.state_dict().items():
+    for name, tensor in raw.raw_model.state_dict().items():
         torch.testing.assert_close(trained[name], tensor, rtol=0, atol=1e-6)
 
 
 class InterruptedUNet(UNet):
-    """A UNet whose forward pass is interrupted (Ctrl-C) from its 5th call on: in training, after the preflight."""
+    """A UNet whose forward pass is interrupted (Ctrl-C) from its 5th call on: in training, after the sanity checks."""
 
     calls = 0
 

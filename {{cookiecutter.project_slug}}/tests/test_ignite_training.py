@@ -11,19 +11,20 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import predict
-from config.config import GlobalConfig
+from config.paths import GlobalConfig
 from training import ignite_training
-from training.common import LOGGER, Run
-from training.schema import ConfigError
-from utils.loss import dice, dice_bce
+from training.build import LOGGER
+from training.run import Run
+from config.serialize import ConfigError
+from utils.losses import dice_bce
+from utils.metrics import dice
+
+from conftest import ScriptedLoss
 
 
-def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
-    tiny_config: dict, global_config: GlobalConfig, files_of: Callable
-) -> None:
-    raw_training = pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
-    ignite = ignite_training.train(tiny_config, global_config)
-    raw = raw_training.train(tiny_config, global_config)
+def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(shared_run: Callable, files_of: Callable) -> None:
+    pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
+    (ignite, ignite_config), (raw, raw_config) = shared_run("ignite"), shared_run("pytorch")
     assert ignite.status == raw.status == "completed" and ignite.epochs_completed == 2
 
     # the same files, columns and checkpoint keys
@@ -32,9 +33,10 @@ def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
     raw_history = pd.read_csv(raw.run_dir / "history.csv")
     assert list(ignite_history.columns) == list(raw_history.columns)
     assert ignite_history["epoch"].tolist() == [1, 2]
-    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv").set_index("routine")
-    assert experiments.loc["ignite"].dropna().index.tolist() == experiments.loc["pytorch"].dropna().index.tolist()
-    assert experiments.loc["ignite", "run_name"] == ignite.run_name
+    ignite_row = pd.read_csv(ignite_config.LOG_DIR / "experiments.csv").iloc[0]
+    raw_row = pd.read_csv(raw_config.LOG_DIR / "experiments.csv").iloc[0]
+    assert ignite_row.dropna().index.tolist() == raw_row.dropna().index.tolist()
+    assert ignite_row["run_name"] == ignite.run_name and ignite_row["routine"] == "ignite"
     ignite_last = torch.load(ignite.weight_dir / "last.pt", weights_only=True)
     raw_last = torch.load(raw.weight_dir / "last.pt", weights_only=True)
     assert set(ignite_last) == set(raw_last) and ignite_last["routine"] == "ignite" and ignite_last["epoch"] == 2
@@ -48,12 +50,19 @@ def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
     np.testing.assert_allclose(ignite_history["lr"], raw_history["lr"], rtol=1e-12)
 
 
+def foreground_share(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """A loss whose mean over samples is known."""
+    return (logits * 0).mean() + masks.mean()
+
+
+def broken_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A metric that fails."""
+    raise BoomError("metric")
+
+
 def test_trainer_averages_the_epoch_loss_over_samples_with_a_short_last_batch(
     tiny_config: dict, global_config: GlobalConfig
 ) -> None:
-    def foreground_share(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return (logits * 0).mean() + masks.mean()  # a loss whose mean over samples is known
-
     torch.manual_seed(0)
     images, masks = torch.randn(10, 1, 32, 32), (torch.rand(10, 1, 32, 32) > 0.5).float()
     run = Run({**tiny_config, "LOSS": foreground_share}, global_config, "ignite")
@@ -73,7 +82,7 @@ def test_evaluator_averages_over_samples_with_a_short_last_batch(
     loader = DataLoader(TensorDataset(images, masks), batch_size=4)  # batches of 4, 4 and 2
     val = ignite_training.create_evaluator(run).run(loader).metrics
     with torch.no_grad():
-        logits = run.model.eval()(images)
+        logits = run.raw_model.eval()(images)
     assert val["val_loss"] == pytest.approx(dice_bce(logits, masks).item(), abs=1e-6)
     assert val["val_dice"] == pytest.approx(dice(logits, masks).item(), abs=1e-6)
     run.finish()  # closes the run's log file
@@ -110,21 +119,6 @@ class BoomError(Exception):
     """An error of a type that nothing in the project or in Ignite catches or wraps."""
 
 
-def failing_loss(error: type[BaseException]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """dice_bce for the preflight check and two steps, then a NaN (FloatingPointError) or ``error`` raised."""
-    calls = []
-
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        calls.append(1)
-        if len(calls) <= 3:
-            return dice_bce(logits, target)
-        if error is FloatingPointError:
-            return dice_bce(logits, target) * float("nan")  # run.train_step's finite check raises
-        raise error("in the loss")
-
-    return loss
-
-
 @pytest.mark.parametrize(
     ("error", "status"),
     [(FloatingPointError, "failed"), (BoomError, "failed"), (KeyboardInterrupt, "interrupted")],
@@ -133,7 +127,8 @@ def failing_loss(error: type[BaseException]) -> Callable[[torch.Tensor, torch.Te
 def test_an_error_in_the_trainer_reaches_the_caller_unchanged_and_marks_the_run(
     tiny_config: dict, global_config: GlobalConfig, error: type[BaseException], status: str
 ) -> None:
-    tiny_config["LOSS"] = failing_loss(error)
+    # dice_bce for the sanity check and two steps, then a NaN (the step's finite check raises) or ``error`` raised
+    tiny_config["LOSS"] = ScriptedLoss(4, None if error is FloatingPointError else error)
     with pytest.raises(error) as raised:
         ignite_training.train(tiny_config, global_config)
     assert raised.type is error  # exactly: not wrapped by Ignite
@@ -143,9 +138,6 @@ def test_an_error_in_the_trainer_reaches_the_caller_unchanged_and_marks_the_run(
 
 
 def test_an_error_in_the_evaluator_marks_the_run_failed(tiny_config: dict, global_config: GlobalConfig) -> None:
-    def broken_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise BoomError("metric")
-
     tiny_config.update(EPOCHS=1, METRICS={"broken": broken_metric}, CHECKPOINT_METRIC="val_loss")
     with pytest.raises(BoomError, match="metric"):
         ignite_training.train(tiny_config, global_config)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import train
-from config.config import GlobalConfig
-from train import ROUTINES
-from utils.torchutils import load_checkpoint
+from config.paths import GlobalConfig
+from config.overrides import ROUTINES
+from training.checkpoint import load_checkpoint
 
 # A tiny config whose samples take a while when SLOW_SAMPLE_S is set, so that a signal lands mid-training.
 SLOW_CONFIG = textwrap.dedent(
@@ -24,7 +24,7 @@ SLOW_CONFIG = textwrap.dedent(
     import time
 
     from config.train_config import TRAIN_CONFIG
-    from utils.data.datasets import SyntheticShapes
+    from utils.data.synthetic import SyntheticShapes
 
 
     class SlowShapes(SyntheticShapes):
@@ -36,7 +36,7 @@ SLOW_CONFIG = textwrap.dedent(
     TRAIN_CONFIG = {
         **TRAIN_CONFIG,
         "DEVICE": "cpu",
-        "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "bulk_ch": 4, "n_recursions": 2},
+        "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "base_channels": 4, "depth": 2},
         "DATASET": SlowShapes,
         "DATASET_CONFIG": {"n_samples": 40, "size": 32, "seed": 0},
         "DATA_LOADER_CONFIG": {"batch_size": 8, "num_workers": 0},
@@ -115,7 +115,7 @@ SAVE_FOREVER = textwrap.dedent(
 
     import torch
 
-    from utils.torchutils import save_checkpoint
+    from training.checkpoint import save_checkpoint
 
     path, version = Path(sys.argv[1]), 0
     while True:

@@ -14,12 +14,21 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import predict
 import train
-from config.config import GlobalConfig
+from config.paths import GlobalConfig
 from models.unet import UNet
 from training import pytorch_training
-from training.common import PreflightError, Run, preflight_checks
-from training.schema import ConfigError, validate_config
-from utils.loss import dice, dice_bce
+from config.schema import validate_config
+from config.serialize import ConfigError
+from training.checkpoint import CheckpointError
+from training.run import Run
+from training.sanity_checks import SanityCheckError, sanity_checks
+from utils.losses import dice_bce
+from utils.metrics import dice
+
+def nan_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A loss that is NaN from the first batch on (defined at the top level: a config's functions are saved by name)."""
+    return (logits - target).mean() / 0.0
+
 
 CHECKPOINT_KEYS = {
     "format_version",
@@ -36,14 +45,21 @@ CHECKPOINT_KEYS = {
 
 
 @pytest.fixture(name="finished_run")
-def fixture_finished_run(tiny_config: dict, global_config: GlobalConfig) -> pytorch_training.RunResult:
-    """One completed 2-epoch run of the tiny config."""
-    return pytorch_training.train(tiny_config, global_config)
+def fixture_finished_run(shared_run: Callable) -> pytorch_training.RunResult:
+    """The session's completed 2-epoch run of the tiny config (shared: read it, do not change it)."""
+    return shared_run("pytorch")[0]
+
+
+@pytest.fixture(name="finished_config")
+def fixture_finished_config(shared_run: Callable) -> GlobalConfig:
+    """The folders of the session's shared run."""
+    return shared_run("pytorch")[1]
 
 
 def test_run_writes_every_file_of_the_design(
-    finished_run: pytorch_training.RunResult, global_config: GlobalConfig
+    finished_run: pytorch_training.RunResult, finished_config: GlobalConfig
 ) -> None:
+    global_config = finished_config
     run_dir, weight_dir = finished_run.run_dir, finished_run.weight_dir
     assert finished_run.status == "completed"
     assert run_dir == global_config.LOG_DIR / finished_run.run_name
@@ -64,8 +80,9 @@ def test_run_writes_every_file_of_the_design(
 
 
 def test_history_and_experiments_csv_have_the_design_columns(
-    finished_run: pytorch_training.RunResult, global_config: GlobalConfig
+    finished_run: pytorch_training.RunResult, finished_config: GlobalConfig
 ) -> None:
+    global_config = finished_config
     history = pd.read_csv(finished_run.run_dir / "history.csv")
     assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
     assert history["epoch"].tolist() == [1, 2]
@@ -91,7 +108,7 @@ def test_history_and_experiments_csv_have_the_design_columns(
     assert row["best_val_dice"] == pytest.approx(best["val_dice"])
     assert row["final_val_loss"] == pytest.approx(history["val_loss"].iloc[-1])
     assert row["MODEL"] == "models.unet.UNet"
-    assert row["MODEL_CONFIG.bulk_ch"] == 4 and row["OPTIMIZER_CONFIG.lr"] == pytest.approx(3e-3)
+    assert row["MODEL_CONFIG.base_channels"] == 4 and row["OPTIMIZER_CONFIG.lr"] == pytest.approx(3e-3)
     assert row["device"] == "cpu" and row["run_dir"] == str(finished_run.run_dir)
 
 
@@ -100,7 +117,7 @@ def test_checkpoints_load_weights_only_in_the_one_format(finished_run: pytorch_t
     last = torch.load(finished_run.weight_dir / "last.pt", weights_only=True)
     best = torch.load(finished_run.weight_dir / "best.pt", weights_only=True)
     assert CHECKPOINT_KEYS <= set(last)
-    assert last["routine"] == "pytorch" and last["epoch"] == 2 and last["format_version"] == 1
+    assert last["routine"] == "pytorch" and last["epoch"] == 2 and last["format_version"] == 2
     assert best["epoch"] == finished_run.best_epoch
     assert best["best"]["value"] == pytest.approx(history["val_dice"].max())
     json.dumps(last["config"])  # JSON-able
@@ -136,19 +153,19 @@ def test_lr_find_is_refused_by_this_routine(tiny_config: dict, global_config: Gl
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"MODEL_CONFIG": {"ch_out": 2, "bulk_ch": 4, "n_recursions": 2}}, "preflight check 'output shape' failed"),
-        ({"LOSS": lambda logits, target: (logits - target).mean() / 0.0}, "preflight check 'finite loss' failed"),
+        ({"MODEL_CONFIG": {"out_channels": 2, "base_channels": 4, "depth": 2}}, "sanity check 'output shape' failed"),
+        ({"LOSS": nan_loss}, "sanity check 'finite loss' failed"),
     ],
 )
-def test_preflight_checks_stop_the_run_before_anything_is_written(
+def test_sanity_checks_stop_the_run_before_anything_is_written(
     tiny_config: dict, global_config: GlobalConfig, change: dict, message: str
 ) -> None:
-    with pytest.raises(PreflightError, match=message):
+    with pytest.raises(SanityCheckError, match=message):
         pytorch_training.train({**tiny_config, **change}, global_config)
     assert not global_config.LOG_DIR.exists()
 
 
-def test_preflight_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> None:
+def test_sanity_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> None:
     class Drifting(UNet):
         """A model whose output depends on an attribute that is not saved."""
 
@@ -162,8 +179,8 @@ def test_preflight_checks_catch_state_outside_the_state_dict(tiny_config: dict) 
     config = validate_config({**tiny_config, "MODEL": Drifting})
     model = Drifting(**config["MODEL_CONFIG"])
     images, masks = torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)
-    with pytest.raises(PreflightError, match="preflight check 'save/load round trip' failed"):
-        preflight_checks(config, model, images, masks, dice_bce, torch.device("cpu"))
+    with pytest.raises(SanityCheckError, match="sanity check 'save/load round trip' failed"):
+        sanity_checks(config, model, images, masks, dice_bce, torch.device("cpu"))
 
 
 def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalConfig) -> None:
@@ -183,9 +200,9 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
     started_at, duration = before["started_at"], before["duration_s"]
     resumed = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config, resume=first.run_name)
     assert resumed.run_name == first.run_name and resumed.epochs_completed == 3
-    changed = {**tiny_config, "EPOCHS": 4, "MODEL_CONFIG": {**tiny_config["MODEL_CONFIG"], "bulk_ch": 8}}
+    changed = {**tiny_config, "EPOCHS": 4, "MODEL_CONFIG": {**tiny_config["MODEL_CONFIG"], "base_channels": 8}}
     with pytest.raises(
-        ConfigError, match=r"the config differs from the run's in MODEL_CONFIG.bulk_ch \(run: 4, now: 8\)"
+        CheckpointError, match=r"the config differs from the run's in MODEL_CONFIG.base_channels \(run: 4, now: 8\)"
     ):
         pytorch_training.train(changed, global_config, resume=first.run_name)
     history = pd.read_csv(resumed.run_dir / "history.csv")
@@ -204,9 +221,9 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
 def test_train_cli_then_predict_cli_on_its_checkpoint(tmp_path: Path, run_script: Callable) -> None:
     overrides = [
         "--set",
-        "MODEL_CONFIG.bulk_ch=4",
+        "MODEL_CONFIG.base_channels=4",
         "--set",
-        "MODEL_CONFIG.n_recursions=2",
+        "MODEL_CONFIG.depth=2",
         "--set",
         "DATASET_CONFIG={'n_samples': 24, 'size': 32}",
         "--set",
@@ -234,14 +251,14 @@ def test_train_cli_then_predict_cli_on_its_checkpoint(tmp_path: Path, run_script
     ("args", "message"),
     [
         (["--set", "EPOCHS=0"], "error: EPOCHS: must be > 0"),
-        (["--set", "TYPO=1"], "error: unknown key 'TYPO'"),
+        (["--set", "TYPO=1"], "error: --set 'TYPO=1': unknown key 'TYPO'"),
         (["--set", "DEVICE='cuda:7'"], "error: device 'cuda:7' requested"),
-        (["--config", "missing.py"], "error: --config missing.py: no such file"),
+        (["--config", "missing.py"], "error: --config "),
         (
-            ["--set", "DATASET=utils.data.datasets.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
+            ["--set", "DATASET=utils.data.folder.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
             "error: dataset folder not found: /nope",
         ),
-        (["--resume", "no_such_run"], "error: --resume no_such_run: neither a checkpoint file nor a run"),
+        (["--resume", "no_such_run"], "error: no_such_run: neither a checkpoint file nor a run"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_and_writes_nothing(

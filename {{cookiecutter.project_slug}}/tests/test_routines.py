@@ -10,11 +10,13 @@ import pytest
 import torch
 
 import predict
-from config.config import GlobalConfig
+from config.paths import GlobalConfig
 from models.unet import UNet
-from train import ROUTINES
-from training.schema import ConfigError
-from utils.loss import dice_bce
+from config.overrides import ROUTINES
+from config.serialize import ConfigError
+from utils.losses import dice_bce
+
+from conftest import ScriptedLoss
 
 
 @pytest.mark.parametrize("routine", ROUTINES)
@@ -65,20 +67,25 @@ def test_channels_last_trains_and_its_checkpoint_predicts(
     assert mask.shape == (32, 32)
 
 
+GRAPHS: list[torch.fx.GraphModule] = []
+
+
+def recording_backend(graph: torch.fx.GraphModule, _example_inputs: list) -> Callable:
+    """torch.compile's backend: notes the traced forward (the model was compiled) and runs it as it is (eager: fast
+    in a test, unlike inductor's C++ build). At the top level: a config's functions are saved by name."""
+    GRAPHS.append(graph)
+    return graph.forward
+
+
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_compile_trains_with_the_compiled_model_and_saves_plain_keys(
     routine: str, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
-    graphs = []
-
-    def recording_backend(graph: torch.fx.GraphModule, _example_inputs: list) -> Callable:
-        graphs.append(graph)  # torch.compile hands the traced forward here: the model was compiled
-        return graph.forward  # run it as it is (eager): fast in a test, unlike inductor's C++ build
-
+    GRAPHS.clear()
     tiny_config.update(EPOCHS=1, COMPILE={"backend": recording_backend})
     result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     assert result.status == "completed" and np.isfinite(result.final["train_loss"])
-    assert graphs, "torch.compile's backend was never called"
+    assert GRAPHS, "torch.compile's backend was never called"
     checkpoint = torch.load(result.weight_dir / "last.pt", weights_only=True)
     assert set(checkpoint["model"]) == set(UNet(**tiny_config["MODEL_CONFIG"]).state_dict())  # no _orig_mod.
     model, _ = predict.load_model(result.weight_dir / "last.pt", torch.device("cpu"))
@@ -89,13 +96,7 @@ def test_compile_trains_with_the_compiled_model_and_saves_plain_keys(
 def test_a_nan_loss_mid_training_marks_the_run_failed_and_keeps_its_files(
     routine: str, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
-    calls = []
-
-    def exploding_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        calls.append(1)  # fine for the preflight check and two steps, then NaN
-        return dice_bce(logits, target) * (float("nan") if len(calls) > 3 else 1.0)
-
-    tiny_config["LOSS"] = exploding_loss
+    tiny_config["LOSS"] = ScriptedLoss(4)  # fine for the sanity check and two steps, then NaN
     with pytest.raises(FloatingPointError, match="training loss is not finite"):
         importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from config.config import GlobalConfig
-from train import ROUTINES
+from config.paths import GlobalConfig
+from config.overrides import ROUTINES
 
 
 @pytest.mark.parametrize("routine", ROUTINES)
