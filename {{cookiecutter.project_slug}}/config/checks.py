@@ -85,11 +85,13 @@ def compile_kwargs(value: Any) -> str | None:
     if value.get("mode", "default") not in COMPILE_MODES:
         return f"mode must be one of {list(COMPILE_MODES)}, got {value['mode']!r}"
     if "backend" in value and isinstance(value["backend"], str):
-        import torch._dynamo  # pylint: disable=import-outside-toplevel  # slow to import: only when a backend is named
+        from torch import _dynamo  # pylint: disable=import-outside-toplevel  # slow to import: only for a named backend
 
-        backends = torch._dynamo.list_backends(exclude_tags=())  # pylint: disable=protected-access
+        backends = _dynamo.list_backends(exclude_tags=())  # pylint: disable=protected-access
         if value["backend"] not in backends:
             return f"backend must be one of {backends}, got {value['backend']!r}"
+    import torch  # pylint: disable=import-outside-toplevel  # this module imports no torch at its top
+
     return signature_problem(torch.compile, value, 1)
 
 

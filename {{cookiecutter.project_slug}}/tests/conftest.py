@@ -18,6 +18,10 @@ from utils.losses import dice_bce
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n N runs N workers: one thread each, or their torch threads fight over the same cores.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture
 def global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GlobalConfig:

@@ -38,7 +38,7 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
         ({"EPOCHS": "10"}, "EPOCHS: expected an int, got str"),
         ({"EPOCHS": 0}, "EPOCHS: must be > 0"),
         ({"EPOCHS": True}, "EPOCHS: expected an int, got bool"),
-        ({"MODEL": "UNet"}, "MODEL: expected a class, function or functools.partial, got 'UNet'"),
+        ({"MODEL": "UNet"}, "MODEL: cannot import 'UNet': give the dotted name of a class or function"),
         ({"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, "OPTIMIZER: expected a class, function or functools.partial, got a SGD"),
         ({"MODEL_CONFIG": {"bulk": 4}}, "MODEL_CONFIG: got an unexpected keyword argument 'bulk'"),
         ({"OPTIMIZER_CONFIG": {"learning_rate": 1}}, "OPTIMIZER_CONFIG: got an unexpected keyword argument"),
@@ -175,6 +175,7 @@ def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
     assert all(key in out for key in all_keys())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [

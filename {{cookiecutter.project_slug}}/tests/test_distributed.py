@@ -15,6 +15,8 @@ from config.paths import GlobalConfig
 from config.overrides import ROUTINES
 from training.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # processes of their own: torchrun, signals, kills
+
 PROJECT_ROOT = Path(train.__file__).resolve().parent
 EPOCHS, N_TRAIN, N_VAL, BATCH = 3, 48, 7, 8  # 7 validation samples: shards of 4 and 3
 

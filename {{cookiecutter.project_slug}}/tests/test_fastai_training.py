@@ -49,6 +49,7 @@ def test_a_run_leaves_the_files_of_the_design_and_prints_nothing(
     assert model(torch.zeros(1, ch_in, 32, 32)).shape == (1, 1, 32, 32)
 
 
+@pytest.mark.slow
 def test_same_files_columns_and_numbers_as_the_raw_routine(
     tiny_config: dict, global_config: GlobalConfig, files_of: Callable
 ) -> None:
@@ -80,6 +81,7 @@ def test_same_files_columns_and_numbers_as_the_raw_routine(
     np.testing.assert_allclose(fastai_history["lr"], raw_history["lr"], rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run_and_only_with_this_routine(
     tiny_config: dict, global_config: GlobalConfig
 ) -> None:
@@ -102,6 +104,7 @@ def test_resume_continues_the_same_run_and_only_with_this_routine(
         Run(tiny_config, global_config, "pytorch", resume=first.run_name)
 
 
+@pytest.mark.slow
 def test_one_cycle_is_fit_one_cycle_and_resumes_mid_cycle(tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config.update(SCHEDULER=None, SCHEDULER_CONFIG={}, ONE_CYCLE={"max_lr": 0.01, "pct_start": 0.5})
     straight = fastai_training.train(tiny_config, global_config)
@@ -125,6 +128,7 @@ def test_one_cycle_is_fit_one_cycle_and_resumes_mid_cycle(tiny_config: dict, glo
         torch.testing.assert_close(weights(resumed)[name], tensor, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_lr_find_trains_with_its_suggestion_and_leaves_no_trace(
     tiny_config: dict, global_config: GlobalConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -152,6 +156,7 @@ def test_lr_find_trains_with_its_suggestion_and_leaves_no_trace(
     assert {path.name for path in (ROOT_PATH / "models").iterdir()} == models_before
 
 
+@pytest.mark.slow
 def test_fp16_loss_scaling_takes_the_raw_routines_steps(tiny_config: dict, global_config: GlobalConfig) -> None:
     """fp16 needs CUDA in a run; on a CPU the callback's scaler logic is checked against the raw routine's step."""
     raw_training = pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")

@@ -88,6 +88,7 @@ def test_evaluator_averages_over_samples_with_a_short_last_batch(
     run.finish()  # closes the run's log file
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run_with_this_routine_only(tiny_config: dict, global_config: GlobalConfig) -> None:
     straight = ignite_training.train(tiny_config, global_config)
     first = ignite_training.train({**tiny_config, "EPOCHS": 1}, global_config)
@@ -154,6 +155,7 @@ def fixture_suggested_lrs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCap
     return lambda: [record.args[0] for record in caplog.records if record.getMessage().startswith("LR_FIND: the range")]
 
 
+@pytest.mark.slow
 def test_lr_find_trains_with_the_suggested_lr(
     tiny_config: dict, global_config: GlobalConfig, suggested_lrs: Callable[[], list]
 ) -> None:
@@ -179,6 +181,7 @@ def test_lr_find_trains_with_the_suggested_lr(
     assert lrs == [pytest.approx(suggestion, rel=1e-12), pytest.approx(suggestion / 2, rel=1e-9)]
 
 
+@pytest.mark.slow
 def test_lr_find_with_one_cycle_makes_the_suggestion_its_max_lr(
     tiny_config: dict, global_config: GlobalConfig, suggested_lrs: Callable[[], list]
 ) -> None:
@@ -192,6 +195,7 @@ def test_lr_find_with_one_cycle_makes_the_suggestion_its_max_lr(
     assert last["scheduler"]["_step_count"] == 4 + 1  # stepped every batch
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(
     tiny_config: dict, global_config: GlobalConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -17,6 +17,8 @@ from config.paths import GlobalConfig
 from config.overrides import ROUTINES
 from training.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # processes of their own: torchrun, signals, kills
+
 # A tiny config whose samples take a while when SLOW_SAMPLE_S is set, so that a signal lands mid-training.
 SLOW_CONFIG = textwrap.dedent(
     """

@@ -135,6 +135,7 @@ def test_evaluate_averages_over_samples_with_a_short_last_batch(tiny_config: dic
     assert val["val_dice"] == pytest.approx(dice(logits, masks).item(), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_one_cycle_steps_the_learning_rate_every_batch(tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config.update(SCHEDULER=None, SCHEDULER_CONFIG={}, ONE_CYCLE={"max_lr": 0.01, "pct_start": 0.5})
     result = pytorch_training.train(tiny_config, global_config)
@@ -183,6 +184,7 @@ def test_sanity_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> 
         sanity_checks(config, model, images, masks, dice_bce, torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config["EPOCHS"] = 1
     first = pytorch_training.train(tiny_config, global_config)
@@ -192,6 +194,7 @@ def test_same_seed_gives_the_same_run(tiny_config: dict, global_config: GlobalCo
     assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config["SCHEDULER_CONFIG"] = {"T_max": 3}
     straight = pytorch_training.train({**tiny_config, "EPOCHS": 3}, global_config)
@@ -217,6 +220,7 @@ def test_resume_continues_the_same_run_to_the_same_weights(tiny_config: dict, gl
         torch.testing.assert_close(b[name], tensor, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("global_config")
 def test_train_cli_then_predict_cli_on_its_checkpoint(tmp_path: Path, run_script: Callable) -> None:
     overrides = [

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from config.paths import GlobalConfig
-from utils.tracking import report
+from utils.tracking import report, report_plot, report_table
 from utils.tracking.csv_logs import append_history, flatten, upsert_experiment
 
 # name -> how the run went. best_val_dice orders them B, C, A, D, E; best_val_loss (the loss at the best epoch,
@@ -115,6 +115,7 @@ def header(lines: list[str]) -> list[str]:
     return lines[1].split()
 
 
+@pytest.mark.slow
 def test_cli_prints_every_run_best_dice_first(runs: Path, run_script: Callable) -> None:
     result = run_script("-m", "utils.tracking.report")
     assert result.returncode == 0, result.stderr
@@ -199,7 +200,7 @@ def test_compact_columns_add_only_the_hyper_parameters_that_differ(capsys: pytes
 def test_more_differing_hyper_parameters_than_fit_are_named_below_the_table(
     capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(report, "MAX_PARAMETER_COLUMNS", 1)
+    monkeypatch.setattr(report_table, "MAX_PARAMETER_COLUMNS", 1)
     _, lines, _ = report_lines(capsys)
     assert header(lines) == [*COMPACT, "MODEL_CONFIG.base_channels"]
     assert lines[-1] == "also differ: OPTIMIZER (--all-columns shows them)"
@@ -221,7 +222,7 @@ def test_plot_overlays_the_named_runs_in_one_png(capsys: pytest.CaptureFixture, 
     assert lines[-1] == f"plot: {output}"
     with Image.open(output) as image:
         assert image.format == "PNG"
-        assert image.size == (report.FIGSIZE[0] * report.DPI, report.FIGSIZE[1] * report.DPI)
+        assert image.size == (report_plot.FIGSIZE[0] * report_plot.DPI, report_plot.FIGSIZE[1] * report_plot.DPI)
 
 
 @pytest.mark.usefixtures("runs")
@@ -242,8 +243,8 @@ def test_bare_plot_draws_the_runs_of_the_table_one_line_each(
         figures.append(plot_runs(*args, **kwargs))
         return figures[-1]
 
-    plot_runs = report.plot_runs
-    monkeypatch.setattr(report, "plot_runs", keep_figure)
+    plot_runs = report_plot.plot_runs
+    monkeypatch.setattr(report_plot, "plot_runs", keep_figure)
     status, lines, _ = report_lines(capsys, "--session", "unet", "--status", "completed,interrupted", "--plot")
     assert status == 0 and lines[-1] == f"plot: {runs / 'report.png'}"
     assert (runs / "report.png").is_file()

@@ -19,6 +19,7 @@ from utils.losses import dice_bce
 from conftest import ScriptedLoss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_early_stopping_stops_after_patience(routine: str, tiny_config: dict, global_config: GlobalConfig) -> None:
     # A learning rate of zero never improves on the first epoch: patience 1 stops after epoch 2 of 5.
@@ -33,6 +34,7 @@ def test_early_stopping_stops_after_patience(routine: str, tiny_config: dict, gl
     assert result.status == "completed" and result.epochs_completed == 2 and result.best_epoch == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_bf16_mixed_precision_on_cpu_trains(routine: str, tiny_config: dict, global_config: GlobalConfig) -> None:
     tiny_config.update(EPOCHS=1, MIXED_PRECISION="bf16")
@@ -51,6 +53,7 @@ def test_fp16_on_cpu_is_refused_before_anything_is_written(
     assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_channels_last_trains_and_its_checkpoint_predicts(
     routine: str, tiny_config: dict, global_config: GlobalConfig
@@ -77,6 +80,7 @@ def recording_backend(graph: torch.fx.GraphModule, _example_inputs: list) -> Cal
     return graph.forward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_compile_trains_with_the_compiled_model_and_saves_plain_keys(
     routine: str, tiny_config: dict, global_config: GlobalConfig
@@ -97,7 +101,7 @@ def test_a_nan_loss_mid_training_marks_the_run_failed_and_keeps_its_files(
     routine: str, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
     tiny_config["LOSS"] = ScriptedLoss(4)  # fine for the sanity check and two steps, then NaN
-    with pytest.raises(FloatingPointError, match="training loss is not finite"):
+    with pytest.raises(FloatingPointError, match="the training loss is nan"):
         importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
     assert row["status"] == "failed" and "FloatingPointError" in row["error"]

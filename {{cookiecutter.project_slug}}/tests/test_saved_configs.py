@@ -82,6 +82,7 @@ def test_a_partial_activation_is_saved_as_data_and_predict_rebuilds_it(
     _predicts(tmp_path / "v1.pt", tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("global_config")
 def test_a_config_files_own_loss_is_saved_by_file_and_name_and_rebuilt(
     tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture

@@ -1,21 +1,17 @@
 """TensorBoard events of every routine, read back with TensorBoard's own reader and checked against history.csv."""
 
-import importlib
+from collections.abc import Callable
 
 import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from config.paths import GlobalConfig
 from config.overrides import ROUTINES
 
 
 @pytest.mark.parametrize("routine", ROUTINES)
-def test_events_match_history_with_the_same_tags_in_every_routine(
-    routine: str, tiny_config: dict, global_config: GlobalConfig
-) -> None:
-    tiny_config["TENSORBOARD"] = True
-    result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
+def test_events_match_history_with_the_same_tags_in_every_routine(routine: str, shared_run: Callable) -> None:
+    result = shared_run(routine)[0]  # the tiny config keeps TENSORBOARD on
     events = EventAccumulator(str(result.run_dir / "tensorboard"), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     history = pd.read_csv(result.run_dir / "history.csv")
