@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # pytest -n N runs N workers: one thread each, or their torch threads fight over the same cores.
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # and so do the processes that the tests start (the same float sums)
 
 
 @pytest.fixture
@@ -59,9 +60,9 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tupl
             with pytest.MonkeyPatch.context() as monkeypatch:
                 for name in ("DATA_DIR", "LOG_DIR", "WEIGHT_DIR"):
                     monkeypatch.setenv(name, str(root / name.split("_", maxsplit=1)[0].lower()))
-                global_config = get_global_config()
+                folders = get_global_config()
             module = importlib.import_module(f"training.{routine}_training")
-            runs[routine] = (module.train(_tiny_config(), global_config), global_config)
+            runs[routine] = (module.train(_tiny_config(), folders), folders)
         return runs[routine]
 
     return get

@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 import train
-from config.paths import GlobalConfig, get_global_config
 from config.device import DeviceError, get_device
+from config.overrides import apply_override
+from config.paths import GlobalConfig, get_global_config
+from config.schema import SCHEMA, all_keys, validate_config
+from config.serialize import ConfigError, from_jsonable, import_object, to_jsonable
 from config.train_config import TRAIN_CONFIG
 from models.unet import UNet
 from training.build import build_scheduler
-from config.overrides import apply_override
-from config.schema import SCHEMA, all_keys, validate_config
-from config.serialize import ConfigError, from_jsonable, import_object, to_jsonable
 from utils.metrics import dice
 
 
@@ -39,7 +39,10 @@ def test_default_config_is_valid_and_gets_defaults() -> None:
         ({"EPOCHS": 0}, "EPOCHS: must be > 0"),
         ({"EPOCHS": True}, "EPOCHS: expected an int, got bool"),
         ({"MODEL": "UNet"}, "MODEL: cannot import 'UNet': give the dotted name of a class or function"),
-        ({"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)}, "OPTIMIZER: expected a class, function or functools.partial, got a SGD"),
+        (
+            {"OPTIMIZER": torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1)},
+            "OPTIMIZER: expected a class, function or functools.partial, got a SGD",
+        ),
         ({"MODEL_CONFIG": {"bulk": 4}}, "MODEL_CONFIG: got an unexpected keyword argument 'bulk'"),
         ({"OPTIMIZER_CONFIG": {"learning_rate": 1}}, "OPTIMIZER_CONFIG: got an unexpected keyword argument"),
         ({"DATA_LOADER_CONFIG": {"shuffle": False}}, "DATA_LOADER_CONFIG: ['shuffle'] are set by the routine"),
@@ -195,7 +198,10 @@ def test_arguments_the_model_or_a_class_refuses_are_one_line_errors_before_anyth
 
 
 def test_partial_activation_round_trips_through_json() -> None:
-    config = {**TRAIN_CONFIG, "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": partial(nn.LeakyReLU, 0.1)}}
+    config = {
+        **TRAIN_CONFIG,
+        "MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": partial(nn.LeakyReLU, 0.1)},
+    }
     jsonable = to_jsonable(config)
     assert jsonable["MODEL_CONFIG"]["activation"] == {
         "partial": "torch.nn.modules.activation.LeakyReLU",
@@ -214,7 +220,10 @@ def test_partial_activation_round_trips_through_json() -> None:
     ("change", "key"),
     [
         ({"LOSS": lambda logits, target: (logits - target).mean()}, "LOSS"),
-        ({"MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": lambda: nn.ReLU()}}, "MODEL_CONFIG.activation"),
+        (
+            {"MODEL_CONFIG": {**TRAIN_CONFIG["MODEL_CONFIG"], "activation": lambda: nn.ReLU(inplace=True)}},
+            "MODEL_CONFIG.activation",
+        ),
     ],
 )
 def test_a_lambda_in_the_config_is_refused_naming_its_key(change: dict, key: str) -> None:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import train
-from config.paths import GlobalConfig
 from config.overrides import ROUTINES
+from config.paths import GlobalConfig
 from training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # processes of their own: torchrun, signals, kills

@@ -7,17 +7,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ScriptedLoss
 
 import predict
 from config.paths import ROOT_PATH, GlobalConfig
 from models.unet import UNet
 from training import fastai_training
 from training.build import current_lr
+from training.checkpoint import CheckpointError
 from training.run import Run
-from config.serialize import ConfigError
-from utils.losses import dice_bce
-
-from conftest import ScriptedLoss
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
 CHECKPOINT_KEYS = {"format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "best", "config", "routine"}
@@ -100,7 +98,7 @@ def test_resume_continues_the_same_run_and_only_with_this_routine(
     assert again.status == "completed" and again.epochs_completed == 3
     assert pd.read_csv(resumed.run_dir / "history.csv")["epoch"].tolist() == [1, 2, 3]
 
-    with pytest.raises(ConfigError, match="trained by the 'fastai' routine; resume it with --routine fastai"):
+    with pytest.raises(CheckpointError, match="trained by the 'fastai' routine; resume it with --routine fastai"):
         Run(tiny_config, global_config, "pytorch", resume=first.run_name)
 
 
@@ -117,7 +115,10 @@ def test_one_cycle_is_fit_one_cycle_and_resumes_mid_cycle(tiny_config: dict, glo
     assert 0.9 < last["optimizer"]["param_groups"][0]["betas"][0] < 0.95  # momentum cycled, on its way back up
 
     # the sanity check, 4 training and 1 validation batch, then Ctrl-C in epoch 2
-    interrupting = {**tiny_config, "LOSS": ScriptedLoss(7, KeyboardInterrupt, once=True)}  # the same config for the resume, as resume demands
+    interrupting = {
+        **tiny_config,
+        "LOSS": ScriptedLoss(7, KeyboardInterrupt, once=True),
+    }  # the same config for the resume, as resume demands
     with pytest.raises(KeyboardInterrupt):
         fastai_training.train(interrupting, global_config)
     interrupted = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[-1]

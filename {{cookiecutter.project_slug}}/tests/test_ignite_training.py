@@ -8,21 +8,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ScriptedLoss
 from torch.utils.data import DataLoader, TensorDataset
 
 import predict
 from config.paths import GlobalConfig
 from training import ignite_training
 from training.build import LOGGER
+from training.checkpoint import CheckpointError
 from training.run import Run
-from config.serialize import ConfigError
 from utils.losses import dice_bce
 from utils.metrics import dice
 
-from conftest import ScriptedLoss
 
-
-def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(shared_run: Callable, files_of: Callable) -> None:
+def test_a_run_leaves_the_files_columns_and_numbers_of_the_raw_routine(
+    shared_run: Callable, files_of: Callable
+) -> None:
     pytest.importorskip("training.pytorch_training", reason="the project has no raw routine")
     (ignite, ignite_config), (raw, raw_config) = shared_run("ignite"), shared_run("pytorch")
     assert ignite.status == raw.status == "completed" and ignite.epochs_completed == 2
@@ -91,6 +92,7 @@ def test_evaluator_averages_over_samples_with_a_short_last_batch(
 @pytest.mark.slow
 def test_resume_continues_the_same_run_with_this_routine_only(tiny_config: dict, global_config: GlobalConfig) -> None:
     straight = ignite_training.train(tiny_config, global_config)
+    tiny_config["SCHEDULER_CONFIG"] = {"T_max": 2}  # the 2-epoch schedule from the start: it is resumed to 2 epochs
     first = ignite_training.train({**tiny_config, "EPOCHS": 1}, global_config)
     resumed = ignite_training.train(tiny_config, global_config, resume=first.run_name)
     assert resumed.run_name == first.run_name and resumed.status == "completed" and resumed.epochs_completed == 2
@@ -112,7 +114,7 @@ def test_resume_continues_the_same_run_with_this_routine_only(tiny_config: dict,
     assert again.status == "completed" and again.epochs_completed == 2
     assert pd.read_csv(resumed.run_dir / "history.csv")["epoch"].tolist() == [1, 2]
 
-    with pytest.raises(ConfigError, match="trained by the 'ignite' routine; resume it with --routine ignite"):
+    with pytest.raises(CheckpointError, match="trained by the 'ignite' routine; resume it with --routine ignite"):
         Run(tiny_config, global_config, "pytorch", resume=first.run_name)
 
 
@@ -159,7 +161,7 @@ def fixture_suggested_lrs(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCap
 def test_lr_find_trains_with_the_suggested_lr(
     tiny_config: dict, global_config: GlobalConfig, suggested_lrs: Callable[[], list]
 ) -> None:
-    tiny_config["EPOCHS"] = 1
+    tiny_config.update(EPOCHS=1, SCHEDULER_CONFIG={"T_max": 2})  # the 2-epoch schedule: it is resumed to 2 epochs
     found = ignite_training.train({**tiny_config, "LR_FIND": True}, global_config)
     (suggestion,) = suggested_lrs()
     assert found.status == "completed" and 1e-5 < suggestion < 0.1 and suggestion != pytest.approx(3e-3)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import train
-from config.paths import GlobalConfig
 from config.overrides import ROUTINES
+from config.paths import GlobalConfig
 from training.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow  # processes of their own: torchrun, signals, kills
@@ -117,12 +117,12 @@ SAVE_FOREVER = textwrap.dedent(
 
     import torch
 
-    from training.checkpoint import save_checkpoint
+    from training.checkpoint import FORMAT_VERSION, save_checkpoint
 
     path, version = Path(sys.argv[1]), 0
     while True:
         version += 1
-        save_checkpoint({"format_version": 1, "model": {"w": torch.full((4_000_000,), float(version))},
+        save_checkpoint({"format_version": FORMAT_VERSION, "model": {"w": torch.full((4_000_000,), float(version))},
                          "version": version}, path)
         print(version, flush=True)
     """

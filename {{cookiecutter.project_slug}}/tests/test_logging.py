@@ -6,9 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from utils.files import atomic_write, create_unique_dir, latest_run_dir, make_run_name, safe_name
 from utils.tracking.csv_logs import append_history, flatten, upsert_experiment
-from utils.files import make_run_name
-from utils.files import atomic_write, create_unique_dir, latest_run_dir, safe_name
 
 
 def _write_rows(path: Path, worker: int, n_rows: int) -> None:

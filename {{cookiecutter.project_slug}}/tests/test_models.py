@@ -17,7 +17,17 @@ from models.unet import UNet
         ({"in_channels": 1, "out_channels": 1, "base_channels": 4, "depth": 1}, (16, 16)),
         ({"in_channels": 3, "out_channels": 2, "base_channels": 8, "depth": 3}, (32, 48)),
         ({"in_channels": 1, "out_channels": 1, "base_channels": 4, "depth": 2, "upsampling": "transposed"}, (8, 24)),
-        ({"in_channels": 2, "out_channels": 3, "base_channels": 4, "depth": 2, "dropout": 0.2, "activation": nn.GELU}, (12, 4)),
+        (
+            {
+                "in_channels": 2,
+                "out_channels": 3,
+                "base_channels": 4,
+                "depth": 2,
+                "dropout": 0.2,
+                "activation": nn.GELU,
+            },
+            (12, 4),
+        ),
     ],
 )
 def test_unet_output_has_input_size(kwargs: dict, size: tuple[int, int]) -> None:

@@ -15,15 +15,16 @@ from torch.utils.data import DataLoader, TensorDataset
 import predict
 import train
 from config.paths import GlobalConfig
-from models.unet import UNet
-from training import pytorch_training
 from config.schema import validate_config
 from config.serialize import ConfigError
+from models.unet import UNet
+from training import pytorch_training
 from training.checkpoint import CheckpointError
 from training.run import Run
 from training.sanity_checks import SanityCheckError, sanity_checks
 from utils.losses import dice_bce
 from utils.metrics import dice
+
 
 def nan_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """A loss that is NaN from the first batch on (defined at the top level: a config's functions are saved by name)."""

@@ -8,15 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ScriptedLoss
 
 import predict
-from config.paths import GlobalConfig
-from models.unet import UNet
 from config.overrides import ROUTINES
+from config.paths import GlobalConfig
 from config.serialize import ConfigError
-from utils.losses import dice_bce
-
-from conftest import ScriptedLoss
+from models.unet import UNet
 
 
 @pytest.mark.slow
@@ -86,6 +84,7 @@ def test_compile_trains_with_the_compiled_model_and_saves_plain_keys(
     routine: str, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
     GRAPHS.clear()
+    torch._dynamo.reset()  # pylint: disable=protected-access  # compile again: another routine may have cached it
     tiny_config.update(EPOCHS=1, COMPILE={"backend": recording_backend})
     result = importlib.import_module(f"training.{routine}_training").train(tiny_config, global_config)
     assert result.status == "completed" and np.isfinite(result.final["train_loss"])
