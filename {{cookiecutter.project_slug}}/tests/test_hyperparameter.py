@@ -72,6 +72,7 @@ def search_args(files: dict[str, str], routine: str, study: str, *more: str) -> 
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("routine", ROUTINES)
 def test_a_search_of_four_trials_leaves_four_runs_a_table_a_best_config_and_plots(
     routine: str, global_config: GlobalConfig, files: dict[str, str], run_script
@@ -126,6 +127,7 @@ def _wait_for_running_trials(log_dir: Path, process: subprocess.Popen, count: in
     raise TimeoutError("the trials did not start in time")
 
 
+@pytest.mark.slow
 def test_a_stopped_parallel_search_continues_where_it_stopped(
     global_config: GlobalConfig, files: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
@@ -173,6 +175,7 @@ def test_a_stopped_parallel_search_continues_where_it_stopped(
     assert "differs from the study's in the search space" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_failed_trials_are_recorded_and_the_search_goes_on(
     global_config: GlobalConfig, files: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
@@ -200,7 +203,10 @@ BAD_SPACES = [
     ('"OPTIMIZER_CONFIG.lrr": loguniform(1e-4, 1e-2)', "unexpected keyword argument 'lrr'"),
     ('"OPTIMIZER_CONFIG.lr": loguniform(1e-1, 1e-4)', "empty range: low 0.1 must be below high 0.0001"),
     ('"OPTIMIZER_CONFIG.lr": loguniform(0.0, 1e-2)', "a log scale needs low > 0"),
-    ('"MODEL_CONFIG.base_channels": uniform(4.0, 8.0)', "wrong type: the config's value 4 is an int, the space gives 4.0"),
+    (
+        '"MODEL_CONFIG.base_channels": uniform(4.0, 8.0)',
+        "wrong type: the config's value 4 is an int, the space gives 4.0",
+    ),
     ('"EPOCHS": choice(1, "two")', "wrong type: the config's value 2 is an int, the space gives 'two'"),
     ('"OPTIMIZER": choice(optim.AdamW, optim.SGD(model.parameters()))', "an instance of SGD is not a number"),
     ('"LOSS": choice(dice_bce, lambda logits, target: logits.mean())', "cannot be imported by its name"),

@@ -97,6 +97,7 @@ class Run:  # pylint: disable=too-many-public-methods
                 self.raw_model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
         self.signals = StopSignals()
+
         # Rank 0 alone writes the run's files; the other ranks have no recorder (and stop with rank 0's error).
         def start_records() -> RunRecorder:
             global_config.check_writable()  # before the run's folders and row exist
