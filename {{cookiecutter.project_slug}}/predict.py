@@ -127,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inputs = find_inputs(args.input)
         device = get_device(args.device)
-        weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
+        try:
+            weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
+        except CheckpointError as err:
+            raise CheckpointError(f"--weights {err}" if args.weights else f"{err} (or pass --weights)") from None
         model, channels = load_model(weights, device)
         output = output_folder(args.output, inputs)
         for path in inputs:

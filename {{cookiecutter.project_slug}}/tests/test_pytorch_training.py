@@ -263,7 +263,7 @@ def test_train_cli_then_predict_cli_on_its_checkpoint(tmp_path: Path, run_script
             ["--set", "DATASET=utils.data.folder.SegmentationFolder", "--set", "DATASET_CONFIG={'root': '/nope'}"],
             "error: dataset folder not found: /nope",
         ),
-        (["--resume", "no_such_run"], "error: no_such_run: neither a checkpoint file nor a run"),
+        (["--resume", "no_such_run"], "error: --resume no_such_run: neither a checkpoint file nor a run"),
     ],
 )
 def test_train_cli_bad_input_is_one_line_and_writes_nothing(

@@ -113,3 +113,18 @@ def test_a_config_files_own_loss_is_saved_by_file_and_name_and_rebuilt(
     assert loss.__name__ == "my_loss" and loss.__module__.startswith("_config_file_")
     logits, target = torch.randn(2, 1, 4, 4), torch.ones(2, 1, 4, 4)
     torch.testing.assert_close(loss(logits, target), nn.functional.binary_cross_entropy_with_logits(logits, target))
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_more_epochs_stretches_a_schedule_that_follows_epochs(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    routine = importlib.import_module(f"training.{ROUTINES[0]}_training")
+    first = routine.train({**tiny_config, "EPOCHS": 1, "EARLY_STOPPING": None}, global_config)
+    assert load_checkpoint(first.weight_dir / "last.pt")["scheduler"]["T_max"] == 1
+    routine.train({**tiny_config, "EPOCHS": 3, "EARLY_STOPPING": None}, global_config, resume=first.run_name)
+    last = load_checkpoint(first.weight_dir / "last.pt")
+    history = pd.read_csv(first.run_dir / "history.csv")
+    # T_max is EPOCHS again: the lr of epoch 2 is back on the way down from the peak, not 0 (the 1-epoch schedule's end)
+    assert last["scheduler"]["T_max"] == 3 and history["epoch"].tolist() == [1, 2, 3]
+    assert history["lr"].iloc[1] > 0.1 * history["lr"].iloc[0] and last["optimizer"]["param_groups"][0]["lr"] < 1e-9

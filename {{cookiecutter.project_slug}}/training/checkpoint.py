@@ -17,6 +17,7 @@ import torch
 
 from config.paths import GlobalConfig
 from config.schema import SCHEMA
+from training.build import SCHEDULE_LENGTH
 from utils.files import atomic_write, latest_run_dir
 from utils.tracking.csv_logs import flatten
 
@@ -88,6 +89,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path} is not a checkpoint of this project (no format_version/model)")
     version = checkpoint["format_version"]
     if version == 1:
+        if not isinstance(checkpoint.get("config"), dict) or "MODEL_CONFIG" not in checkpoint["config"]:
+            raise CheckpointError(f"{path}: a format 1 checkpoint without its config; it cannot be rebuilt")
         return _upgrade_v1(checkpoint)
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -118,7 +121,7 @@ def find_checkpoint(name: str | Path, global_config: GlobalConfig, file: str = "
     if str(name) == "latest":
         run = latest_run_dir(global_config.WEIGHT_DIR, file)
         if run is None:
-            raise CheckpointError(f"no run with a {file} in {global_config.WEIGHT_DIR}; train first")
+            raise CheckpointError(f"{name}: no run with a {file} in {global_config.WEIGHT_DIR}; train first")
         return run / file
     path = Path(name)
     if path.is_file():
@@ -149,7 +152,10 @@ def make_checkpoint(run: Any, epoch: int) -> dict[str, Any]:
 
 def load_for_resume(name: str | Path, global_config: GlobalConfig, routine: str) -> dict[str, Any]:
     """The checkpoint to resume (``latest``, a run name or a path), checked to be this routine's."""
-    state = load_checkpoint(find_checkpoint(name, global_config))
+    try:
+        state = load_checkpoint(find_checkpoint(name, global_config))
+    except CheckpointError as err:
+        raise CheckpointError(f"--resume {err}") from None
     if state["routine"] != routine:
         raise CheckpointError(
             f"run {state['run_name']} was trained by the {state['routine']!r} routine; resume it with "
@@ -191,6 +197,14 @@ def restore(state: dict[str, Any], run: Any) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     if run.scheduler is not None and state["scheduler"] is not None:
         run.scheduler.load_state_dict(state["scheduler"])
+    length = SCHEDULE_LENGTH.get(run.config["SCHEDULER"])
+    if run.scheduler is not None and length is not None and length not in run.config["SCHEDULER_CONFIG"]:
+        # Resumed with other EPOCHS: the schedule follows them, from where the longer (or shorter) one would be now.
+        setattr(run.scheduler, length, run.config["EPOCHS"])
+        closed_form = run.scheduler._get_closed_form_lr()  # pylint: disable=protected-access  # torch's own formula
+        for group, lr in zip(run.optimizer.param_groups, closed_form, strict=True):
+            group["lr"] = lr
+        run.scheduler._last_lr = closed_form  # pylint: disable=protected-access  # what get_last_lr() reports
     run.scaler.load_state_dict(state["scaler"])
     run.best_value, run.best_epoch = state["best"]["value"], state["best"]["epoch"]
     for hook in run.hooks:
