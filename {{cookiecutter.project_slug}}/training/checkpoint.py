@@ -83,8 +83,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; its text advises unsafe loading
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({first_line[:120]})") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({_load_reason(err)})") from None
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint or "model" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no format_version/model)")
     version = checkpoint["format_version"]
@@ -98,6 +97,14 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             "use the project version that wrote it"
         )
     return checkpoint
+
+
+def _load_reason(err: Exception) -> str:
+    """What torch.load found wrong, without its advice to load the file with ``weights_only=False`` (which would run
+    any code the file holds): the unpickler's own reason when torch wraps it in that advice."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1].strip()
+    line = text.splitlines()[0] if text else ""
+    return line[:120] if line and "weights_only" not in line else type(err).__name__
 
 
 def _upgrade_v1(checkpoint: dict[str, Any]) -> dict[str, Any]:
