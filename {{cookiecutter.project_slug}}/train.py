@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:  # a NaN loss: the run is recorded failed, its last good epoch kept in last.pt
-        print(f"error: {err}; the run failed, last.pt holds its last complete epoch (lower the lr?)", file=sys.stderr)
+        kept = "last.pt keeps its last complete epoch, if any"  # a NaN in the first epoch leaves no last.pt
+        print(f"error: {err}; the run failed; {kept} (lower the lr?)", file=sys.stderr)
         return 2
     except OSError as err:  # a folder that cannot be written, a full disk: the machine's, not the code's
         print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
