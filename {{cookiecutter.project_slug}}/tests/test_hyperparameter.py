@@ -31,7 +31,6 @@ TINY_CONFIG = SLOW_CONFIG + textwrap.dedent(
         DATA_LOADER_CONFIG={"batch_size": 4, "num_workers": 0},
         SCHEDULER_CONFIG={"T_max": 2},
         EPOCHS=2,
-        TENSORBOARD=False,
     )
     """
 )
