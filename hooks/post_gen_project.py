@@ -58,6 +58,7 @@ OPTIONAL_PATHS = {
         "training/search_space.py",
         "training/search_outputs.py",
         "tests/test_hyperparameter.py",
+        "tests/test_user_errors_search.py",
     ],
 }
 

@@ -118,6 +118,7 @@ OPTION_FILES = {
         "training/search_space.py",
         "training/search_outputs.py",
         "tests/test_hyperparameter.py",
+        "tests/test_user_errors_search.py",
     },
 }
 
