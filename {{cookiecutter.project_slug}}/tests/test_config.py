@@ -1,9 +1,7 @@
 """Config validation, global paths, device selection and the train.py command line around them."""
 
-import importlib.util
 import json
 import logging
-import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -61,17 +59,6 @@ def test_bad_config_is_refused_with_a_message_naming_the_key(change: dict, messa
         validate_config({**TRAIN_CONFIG, **change})
     assert message in str(info.value)
     assert "\n" not in str(info.value)
-
-
-def test_notify_is_refused_before_training_without_a_way_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SMTP_HOST", raising=False)
-    monkeypatch.setenv("SMTP_ENV_FILE", os.devnull)  # a developer's own .env must not make this pass
-    if importlib.util.find_spec("extensions.notify") is None:  # generated without use_smtp_notifications
-        message = "unknown key 'NOTIFY'"
-    else:
-        message = "NOTIFY: SMTP_HOST is not set"
-    with pytest.raises(ConfigError, match=message):
-        validate_config({**TRAIN_CONFIG, "NOTIFY": ["a@b.org"]})
 
 
 def test_missing_key_takes_the_value_of_train_config() -> None:

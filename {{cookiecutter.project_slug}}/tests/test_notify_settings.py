@@ -1,10 +1,14 @@
 """The e-mail settings: SMTP_* variables, the .env file, what is refused and how it is named, the recipients."""
 
+import os
 from pathlib import Path
 
 import pytest
 from smtp_server import PASSWORD, SENDER, _warnings, forget_personal_settings
 
+from config.schema import validate_config
+from config.serialize import ConfigError
+from config.train_config import TRAIN_CONFIG
 from utils.notify.settings import SMTPConfigError, SMTPSettings, parse_recipients, read_env_file
 
 
@@ -94,3 +98,10 @@ def test_recipients_are_parsed_and_checked() -> None:
         parse_recipients("a@b")
     with pytest.raises(SMTPConfigError, match="no e-mail address"):
         parse_recipients([])
+
+
+def test_notify_is_refused_before_training_without_a_way_to_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SMTP_HOST", raising=False)
+    monkeypatch.setenv("SMTP_ENV_FILE", os.devnull)  # a developer's own .env must not make this pass
+    with pytest.raises(ConfigError, match="NOTIFY: SMTP_HOST is not set"):
+        validate_config({**TRAIN_CONFIG, "NOTIFY": ["a@b.org"]})
