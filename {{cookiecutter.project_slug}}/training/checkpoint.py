@@ -83,7 +83,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; its text advises unsafe loading
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({_load_reason(err)})") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint ({_load_reason(err)})"
+        ) from None
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint or "model" not in checkpoint:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no format_version/model)")
     version = checkpoint["format_version"]
