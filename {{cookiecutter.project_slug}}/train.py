@@ -22,7 +22,7 @@ from config.schema import all_keys
 from config.serialize import ConfigError
 from training.build import LOGGER
 from training.checkpoint import CheckpointError
-from training.distributed import close_distributed
+from training.distributed import close_distributed, launched_world_size
 from training.records import RunResult, one_line
 from training.sanity_checks import SanityCheckError
 from training.signals import Interrupted
@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> RunResult:
     return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
 
 
+def fail(message: str) -> int:
+    """Print ``error: message`` on stderr in one write (the ranks of torchrun share it: lines stay whole); exit 2."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
 def stop_on_sigterm(signum: int, _frame: Any) -> None:
     """Before and after a run, SIGTERM stops like Ctrl-C; during a run, the Run handles both signals itself."""
     raise Interrupted(signum)
@@ -102,15 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args)
         close_distributed(wait=True)
     except USER_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+        return fail(one_line(err))
     except FloatingPointError as err:  # a NaN loss: the run is recorded failed, its last good epoch kept in last.pt
         kept = "last.pt keeps its last complete epoch, if any"  # a NaN in the first epoch leaves no last.pt
-        print(f"error: {err}; the run failed; {kept} (lower the lr?)", file=sys.stderr)
-        return 2
+        return fail(f"{err}; the run failed; {kept} (lower the lr?)")
     except OSError as err:  # a folder that cannot be written, a full disk: the machine's, not the code's
-        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
-        return 2
+        return fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}")
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     finally:
@@ -124,4 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    STATUS = main()
+    if launched_world_size() > 1:
+        # A process of torchrun ends here, its files written and its process group destroyed: skip the interpreter's
+        # finalization, where gloo's worker threads can still abort it ("terminate called without an active
+        # exception", exit -6) after a run that went well (see pytorch/pytorch#179291).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(STATUS)
+    sys.exit(STATUS)

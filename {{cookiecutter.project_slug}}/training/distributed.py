@@ -3,6 +3,7 @@
 The helpers here do nothing in a single process, so that the Run and the routines call them unconditionally.
 """
 
+import gc
 import os
 from collections.abc import Callable
 from typing import Any
@@ -102,6 +103,7 @@ def close_distributed(wait: bool = False) -> None:
     another still finishes its last exchange (gloo can then abort the slower process at exit).
     """
     if dist.is_initialized():
+        gc.collect()  # DDP's reducer and its pending gloo work freed now, while the group still exists
         if wait:
             dist.barrier()
         dist.destroy_process_group()
