@@ -84,6 +84,7 @@ BASE_FILES = {
     "tests/test_loss.py",
     "tests/test_models.py",
     "tests/test_report.py",
+    "tests/test_resume.py",
     "tests/test_routines.py",
 }
 

@@ -175,6 +175,19 @@ def test_a_stopped_parallel_search_continues_where_it_stopped(
 
 
 @pytest.mark.slow
+def test_a_resumed_search_draws_new_values_instead_of_replaying_its_first_trials(
+    global_config: GlobalConfig, files: dict[str, str]
+) -> None:
+    routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]
+    common = search_args(files, routine, "again", "--epochs", "1", "--no-prune")
+    assert hyperparameter.main([*common, "--trials", "2"]) == 0
+    assert hyperparameter.main([*common, "--trials", "4", "--resume"]) == 0
+    trials = optuna.load_study(study_name="again", storage=storage(global_config)).get_trials()
+    first, resumed = [t.params for t in trials[:2]], [t.params for t in trials[2:]]
+    assert len(resumed) == 2 and not any(params in first for params in resumed)  # floats drawn anew: no repeats
+
+
+@pytest.mark.slow
 def test_failed_trials_are_recorded_and_the_search_goes_on(
     global_config: GlobalConfig, files: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:

@@ -116,6 +116,7 @@ class RunRecorder:
         self.weight_dir = global_config.run_weight_dir(self.run_name)
         self.experiments_csv, self.history_csv = global_config.LOG_DIR / "experiments.csv", self.run_dir / "history.csv"
         self._lock = self._lock_run()
+        self.epochs_done = epochs_done  # from the checkpoint: history.csv may have lost rows since
         if run_name is not None:
             self._continue(epochs_done)
         (self.run_dir / "config.json").write_text(
@@ -172,6 +173,7 @@ class RunRecorder:
     def record_epoch(self, row: dict[str, float], best: bool) -> None:
         """Append one epoch's row (epoch, train_loss, val_*, lr, seconds) to history.csv, the log and curves.png."""
         self.history.append(row)
+        self.epochs_done = int(row["epoch"])
         append_history(self.history_csv, row)
         if self._curves_seconds + self._curves_cost <= self.CURVES_SHARE * (time.perf_counter() - self._clock):
             self.draw_curves()
@@ -199,7 +201,7 @@ class RunRecorder:
             status=status,
             run_dir=self.run_dir,
             weight_dir=self.weight_dir,
-            epochs_completed=len(self.history),
+            epochs_completed=self.epochs_done,
             best_epoch=best_epoch,
             best={k: v for k, v in best.items() if k.startswith(("val_", "train_"))},
             final={k: v for k, v in final.items() if k.startswith(("val_", "train_"))},
@@ -233,7 +235,7 @@ class RunRecorder:
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "finished_at": finished.isoformat(timespec="seconds") if finished else None,
             "duration_s": round(self._earlier_seconds + time.perf_counter() - self._clock, 1) if finished else None,
-            "epochs_completed": len(self.history),
+            "epochs_completed": self.epochs_done,
             "best_epoch": result.best_epoch if result is not None else None,
         }
         if result is not None:
