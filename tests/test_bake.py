@@ -86,6 +86,9 @@ BASE_FILES = {
     "tests/test_report.py",
     "tests/test_resume.py",
     "tests/test_routines.py",
+    "tests/test_user_errors_predict.py",
+    "tests/test_user_errors_train.py",
+    "tests/user_errors.py",
 }
 
 # Files that only a project with the option turned on has.
