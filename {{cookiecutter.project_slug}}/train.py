@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -95,10 +96,19 @@ def command_line() -> Iterator[None]:
         LOGGER.addHandler(CONSOLE)
     LOGGER.setLevel(logging.INFO)
     previous_handler = signal.signal(signal.SIGTERM, stop_on_sigterm)
+    previous_hook, threading.excepthook = threading.excepthook, log_thread_error
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+        threading.excepthook = previous_hook
+
+
+def log_thread_error(args: threading.ExceptHookArgs) -> None:
+    """A background thread's error (TensorBoard's writer on a full disk) as one warning line, not a traceback: the
+    run itself fails, or not, in the main thread."""
+    name = args.thread.name if args.thread is not None else "a background thread"
+    LOGGER.warning("%s in %s: %s", args.exc_type.__name__, name, " ".join(str(args.exc_value).split()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = "last.pt keeps its last complete epoch, if any"  # a NaN in the first epoch leaves no last.pt
         return fail(f"{err}; the run failed; {kept} (lower the lr?)")
     except OSError as err:  # a folder that cannot be written, a full disk: the machine's, not the code's
-        return fail(f"{err.strerror or err}{f': {err.filename}' if err.filename else ''}")
+        where = f": {err.filename}" if err.filename else ""
+        return fail(f"{err.strerror or err}{where}; free space, or set LOG_DIR and WEIGHT_DIR to a folder with room")
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     finally:

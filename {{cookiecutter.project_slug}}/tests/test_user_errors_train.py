@@ -2,6 +2,7 @@
 traceback, and nothing already under LOG_DIR and WEIGHT_DIR changed or left ``running`` (a failure after the run's
 row exists leaves that run ``failed`` with the reason). Every case starts from a copy of one trained run."""
 
+import resource
 import signal
 import subprocess
 import sys
@@ -137,6 +138,29 @@ def test_a_mistake_is_one_line_and_loses_nothing(
     assert "weights_only" not in result.stderr  # torch's advice to load a checkpoint unsafely is never passed on
     if isinstance(held, FileLock):
         held.release()
+
+
+def _files_stop_at_40_kib() -> None:
+    """In the child: a file cannot grow past 40 KiB (EFBIG), as on a full disk, rather than SIGXFSZ killing it."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40 * 1024, 40 * 1024))
+
+
+def test_a_disk_that_fills_up_is_one_line_and_leaves_the_run_failed(trained: Path, global_config: GlobalConfig) -> None:
+    copy_run(trained, global_config.LOG_DIR, global_config.WEIGHT_DIR)
+    folders = (global_config.LOG_DIR, global_config.WEIGHT_DIR)
+    before = snapshot(*folders)
+    result = subprocess.run(  # a checkpoint (and TensorBoard's graph) is bigger than 40 KiB; the logs are not
+        [sys.executable, "train.py", *TINY, "--set", "MODEL_CONFIG.base_channels=8"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=_files_stop_at_40_kib,  # pylint: disable=subprocess-popen-preexec-fn  # no threads started yet
+    )
+    check_one_line(result, 2, ("File too large", "free space"))
+    check_nothing_lost(before, snapshot(*folders), global_config.LOG_DIR, True, ("File too large",))
 
 
 TORCHRUN = {
