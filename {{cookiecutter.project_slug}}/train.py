@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{err}; the run failed; {kept} (lower the lr?)")
     except OSError as err:  # a folder that cannot be written, a full disk: the machine's, not the code's
         where = f": {err.filename}" if err.filename else ""
-        return fail(f"{err.strerror or err}{where}; free space, or set LOG_DIR and WEIGHT_DIR to a folder with room")
+        return fail(f"{err.strerror or err}{where}: free space, or set LOG_DIR and WEIGHT_DIR to a folder with room")
     except KeyboardInterrupt as interrupt:  # the run has logged how to resume it
         return 128 + getattr(interrupt, "signum", signal.SIGINT)
     finally:
