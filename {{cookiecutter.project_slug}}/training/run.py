@@ -148,8 +148,9 @@ class Run:  # pylint: disable=too-many-public-methods
         """After an optimizer step: count it and tell the hooks (held: a signal inside a writer's hand-over can
         leave its thread waiting at close)."""
         self.step += 1
-        with self.signals.held():
-            self.call_hooks("on_step", loss)
+        if self.hooks:  # the common case on every step (other ranks, no extension) costs a counter only
+            with self.signals.held():
+                self.call_hooks("on_step", loss)
 
     def step_epoch_scheduler(self, val: dict[str, float]) -> None:
         """The per-epoch scheduler step (ReduceLROnPlateau reads the checkpoint metric); nothing for one-cycle."""
