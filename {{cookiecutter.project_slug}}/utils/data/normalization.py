@@ -1,0 +1,161 @@
+"""Per-band intensity statistics of a training set, and the normalisation they define.
+
+Images arrive as read (uint8 / 255, uint16 / 65535, floats as they are), so a 16-bit file holding 12-bit data gives
+values up to 0.06, and float rasters may hold NaN or a no-data value. ``compute_statistics`` measures each band over
+the valid pixels (finite and != NODATA) of up to ``max_samples`` training images; ``normalize`` applies the result.
+The statistics dict is plain JSON-able data: it goes into the checkpoint, so predict and evaluate apply exactly what
+training did.
+
+- "meanstd": ``(x - mean) / std`` per band.
+- "percentile": ``(x - p1) / (p99 - p1)`` per band, the 1st and 99th percentiles: Cellpose's default normalisation
+  (``normalize99``; Stringer et al., "Cellpose: a generalist algorithm for cellular segmentation", Nature Methods
+  18, 100-106, 2021), robust to a few saturated or dead pixels that would dominate min/max or inflate std.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from utils.data.images import DataError
+
+__all__ = ["METHODS", "PERCENTILES", "compute_statistics", "invalid_pixels", "normalize"]
+
+METHODS = ("meanstd", "percentile")
+PERCENTILES = (1.0, 99.0)
+_FLOOR = 1e-6  # a constant band (std 0, p1 == p99) is shifted, not blown up to inf
+# Percentiles need the values themselves; this many per band over all images bounds memory (2 MiB per band in
+# float64) while estimating the 1st/99th percentile to well under a grey level of a 12-bit image.
+_PERCENTILE_PIXELS = 1 << 18
+
+
+def invalid_pixels(image: torch.Tensor, nodata: float | None = None) -> torch.Tensor:
+    """Bool ``[H, W]``: pixels where any band of ``image`` ``[C, H, W]`` is NaN, infinite or equal to ``nodata``."""
+    bad = ~torch.isfinite(image)
+    if nodata is not None:
+        bad |= image == nodata
+    return bad.any(0)
+
+
+def compute_statistics(
+    dataset: Dataset, method: str | None, nodata: float | None = None, max_samples: int = 256, seed: int = 0
+) -> dict[str, Any] | None:
+    """Per-band statistics of the images of ``dataset`` (samples ``(image [C, H, W], mask)``).
+
+    Args:
+        dataset: the training set, images as read (not normalised).
+        method: "meanstd", "percentile" or None (no normalisation: returns None).
+        nodata: an image value meaning no data; such pixels (and NaN/inf ones) are left out, band by band.
+        max_samples: images used at most; with more, a seeded random choice of this many.
+        seed: seed of that choice and of the pixel subsample for percentiles.
+
+    Returns:
+        ``{"method": "meanstd", "mean": [C], "std": [C]}`` (population std), ``{"method": "percentile",
+        "low": [C], "high": [C], "percentiles": [1.0, 99.0]}``, or None; lists of Python floats.
+
+    Raises:
+        ValueError: an unknown method, or max_samples < 1.
+        DataError: an empty dataset, images with different band counts, or a band without one valid pixel.
+    """
+    if method is None:
+        return None
+    if method not in METHODS:
+        raise ValueError(f"NORMALIZATION must be one of {', '.join(METHODS)} or None, got {method!r}")
+    rng = np.random.default_rng(seed)
+    indices = _sample_indices(dataset, max_samples, rng)
+    per_image = -(-_PERCENTILE_PIXELS // len(indices))  # ceil
+    bands: int | None = None
+    moments: np.ndarray | None = None  # [C, 3]: count, mean, M2 (Chan et al.'s parallel variance)
+    kept: list[list[np.ndarray]] = []  # percentile: per band, the subsampled valid values of each image
+    for index in indices:
+        image = torch.as_tensor(dataset[index][0]).numpy().astype(np.float64)
+        image = image.reshape(image.shape[0], -1)  # [C, H*W]
+        if bands is None:
+            bands, moments, kept = image.shape[0], np.zeros((image.shape[0], 3)), [[] for _ in range(image.shape[0])]
+        elif image.shape[0] != bands:
+            raise DataError(
+                f"sample {index} of {dataset!r} has {image.shape[0]} bands, earlier ones {bands}: "
+                "set DATASET_CONFIG.channels"
+            )
+        for band, values in enumerate(_valid(image, nodata)):
+            if method == "meanstd":
+                moments[band] = _merge(moments[band], values)
+            elif values.size:
+                take = values if values.size <= per_image else values[rng.integers(0, values.size, per_image)]
+                kept[band].append(take)
+    empty = [band for band in range(bands) if (moments[band, 0] if method == "meanstd" else len(kept[band])) == 0]
+    if empty:
+        raise DataError(
+            f"band {empty[0]} has no valid pixel (all NaN/inf"
+            + (f" or NODATA={nodata}" if nodata is not None else "")
+            + f") in the {len(indices)} images used from {dataset!r}: check NODATA and DATASET_CONFIG.channels"
+        )
+    if method == "meanstd":
+        return {
+            "method": method,
+            "mean": moments[:, 1].tolist(),
+            "std": np.sqrt(moments[:, 2] / moments[:, 0]).tolist(),
+        }
+    low, high = zip(*(np.percentile(np.concatenate(values), PERCENTILES).tolist() for values in kept), strict=True)
+    return {"method": method, "low": list(low), "high": list(high), "percentiles": list(PERCENTILES)}
+
+
+def _sample_indices(dataset: Dataset, max_samples: int, rng: np.random.Generator) -> list[int]:
+    """All indices of ``dataset``, or a sorted random choice of ``max_samples`` of them."""
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be >= 1, got {max_samples!r}")
+    if len(dataset) == 0:
+        raise DataError(f"cannot compute normalisation statistics: {dataset!r} is empty")
+    if len(dataset) <= max_samples:
+        return list(range(len(dataset)))
+    return sorted(rng.choice(len(dataset), size=max_samples, replace=False).tolist())
+
+
+def _valid(image: np.ndarray, nodata: float | None) -> list[np.ndarray]:
+    """The valid (finite, != nodata) values of each band of ``image`` ``[C, H*W]``."""
+    valid = np.isfinite(image)
+    if nodata is not None:
+        valid &= image != nodata
+    return [values[keep] for values, keep in zip(image, valid, strict=True)]
+
+
+def _merge(moments: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Running (count, mean, M2) merged with a batch of values, exact in float64 even when mean >> std."""
+    if values.size == 0:
+        return moments
+    count, mean = values.size, values.mean()
+    m2 = np.square(values - mean).sum()
+    total = moments[0] + count
+    delta = mean - moments[1]
+    return np.array(
+        [total, moments[1] + delta * count / total, moments[2] + m2 + delta**2 * moments[0] * count / total]
+    )
+
+
+def normalize(image: torch.Tensor, stats: dict[str, Any] | None) -> torch.Tensor:
+    """``image`` ``[C, H, W]`` or ``[N, C, H, W]`` normalised band by band with ``stats`` from compute_statistics.
+
+    Returns a new float32 tensor (meanstd: ``(x - mean) / max(std, 1e-6)``; percentile: ``(x - low) /
+    max(high - low, 1e-6)``, so the 1st-99th percentile range maps to 0..1); ``image`` itself when stats is None.
+    NaN stays NaN. Raises DataError when the image's band count differs from the statistics'.
+    """
+    if stats is None:
+        return image
+    if stats.get("method") == "meanstd":
+        shift, scale = stats["mean"], stats["std"]
+    elif stats.get("method") == "percentile":
+        shift, scale = stats["low"], [high - low for low, high in zip(stats["low"], stats["high"], strict=True)]
+    else:
+        raise ValueError(f"unknown normalisation statistics {stats!r}")
+    bands = image.shape[-3]
+    if bands != len(shift):
+        raise DataError(
+            f"image has {bands} bands but the normalisation statistics {len(shift)}: the statistics come from "
+            "another data set or DATASET_CONFIG.channels changed"
+        )
+    shift_t = torch.tensor(shift, dtype=torch.float32, device=image.device).reshape(bands, 1, 1)
+    scale_t = torch.tensor(scale, dtype=torch.float32, device=image.device).reshape(bands, 1, 1).clamp(min=_FLOOR)
+    return (image.to(torch.float32) - shift_t) / scale_t
