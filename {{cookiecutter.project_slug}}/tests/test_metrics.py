@@ -1,6 +1,7 @@
 """Metrics of the three tasks: hand-computed cases, MONAI as the reference, per-class scalars and their cache, the
 confusion matrix, hard predictions, and the label maps TensorBoard shows."""
 
+import functools
 import pickle
 
 import pytest
@@ -134,6 +135,12 @@ def test_per_class_metrics_names_and_means():
     functions = per_class_metrics({"dice": dice}, ["foreground"], "binary")
     assert list(functions) == ["dice"]
     assert functions["dice"](logits, target).item() == pytest.approx(dice(logits, target).mean().item())
+    bound = per_class_metrics({"dice": functools.partial(dice, task="binary")}, ["foreground"], "binary")["dice"]
+    assert bound(logits, target).item() == functions["dice"](logits, target).item()
+    old_style = per_class_metrics({"mean": lambda logits, target: logits.mean()}, ["foreground"], "binary")["mean"]
+    assert old_style(logits, target).item() == pytest.approx(logits.mean().item())
+    with pytest.raises(ValueError, match=r"values of shape \(\).*need \[N, K\]"):
+        per_class_metrics({"mean": lambda logits, target: logits.mean()}, classes, "multiclass")["mean"](logits, target)
     with pytest.raises(ValueError, match="3 CLASSES but logits"):
         per_class_metrics({"dice": dice}, classes, "multilabel")["dice_interior"](*random_case("multilabel", k=4))
     for task, names in (("binary", ["a", "b"]), ("multiclass", ["a"]), ("semantic", ["a", "b"])):

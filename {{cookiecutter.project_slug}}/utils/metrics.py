@@ -11,6 +11,8 @@ scores 1.0, and precision (recall) of an empty prediction (target) is 1.0 as not
 and evaluate.
 """
 
+import functools
+import inspect
 import math
 import weakref
 from collections.abc import Callable
@@ -130,6 +132,16 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, task: str, num_
     return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
 
 
+def _with_task(metric: Metric, task: str) -> Metric:
+    """``metric`` with ``task=`` bound when it takes one (also when bound already: the later binding wins), else as
+    it is (a metric of old, ``metric(logits, target) -> scalar``, binary only)."""
+    try:
+        takes_task = "task" in inspect.signature(metric).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_task = False
+    return functools.partial(metric, task=task) if takes_task else metric
+
+
 class _LastValues:
     """One metric's ``[N, K]`` values for the last ``(logits, target)`` pair it saw (a one-entry identity cache).
 
@@ -139,7 +151,7 @@ class _LastValues:
     """
 
     def __init__(self, metric: Metric, task: str) -> None:
-        self.metric = metric
+        self.metric = _with_task(metric, task)
         self.task = task
         self.entry: tuple[weakref.ref, weakref.ref, int, int, torch.Tensor] | None = None
 
@@ -152,7 +164,9 @@ class _LastValues:
                 and (logits._version, target._version) == (logits_version, target_version)
             ):
                 return values
-        values = self.metric(logits, target, self.task)
+        values = self.metric(logits, target)
+        if values.dim() == 0 and self.task == "binary":
+            values = values.view(1, 1)  # a metric of old, a scalar (the mean over samples) of the one class
         self.entry = (weakref.ref(logits), weakref.ref(target), logits._version, target._version, values)
         return values
 
@@ -173,6 +187,11 @@ class ClassMetric:
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         values = self.values(logits, target)  # [N, K]
+        if values.dim() != 2:
+            raise ValueError(
+                f"{self.__name__}: the metric gave values of shape {tuple(values.shape)} for logits "
+                f"{tuple(logits.shape)}; per-class columns need [N, K] (see utils/metrics.py)"
+            )
         if values.shape[1] != self.num_classes:
             raise ValueError(
                 f"{self.__name__}: {self.num_classes} CLASSES but logits {tuple(logits.shape)} have "
@@ -185,7 +204,8 @@ class ClassMetric:
 
 
 def per_class_metrics(metrics: dict[str, Metric], classes: list[str], task: str) -> dict[str, ClassMetric]:
-    """The scalar functions to log for ``metrics`` (name -> per-sample per-class metric such as :func:`dice`).
+    """The scalar functions to log for ``metrics`` (name -> per-sample per-class metric such as :func:`dice`, with or
+    without ``task`` bound; a metric without a ``task`` parameter returning a scalar is taken as it is, binary only).
 
     binary (one class, the foreground): ``{name: mean over samples}``. multiclass and multilabel: for each metric
     ``name`` (the mean over classes of each class's mean over samples) followed by ``f"{name}_{class}"`` for each of
