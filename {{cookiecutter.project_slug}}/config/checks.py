@@ -76,6 +76,35 @@ def metrics_dict(value: Any) -> str | None:
     return next((f"metric {name!r} is not callable" for name, f in value.items() if not callable(f)), None)
 
 
+def class_names(value: Any) -> str | None:
+    """A non-empty list of distinct class names, each an identifier (it becomes part of column names)."""
+    if not isinstance(value, list) or not value or not all(isinstance(n, str) and n.isidentifier() for n in value):
+        return f"expected a list of names (identifiers: letters, digits, _), got {value!r}"
+    return None if len(set(value)) == len(value) else f"names repeat in {value!r}"
+
+
+def mask_values(value: Any) -> str | None:
+    """None, or a dict {mask value (number, 'r,g,b' or (r, g, b)): class index (int >= 0)}."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        return f"expected None or a dict of mask value -> class index, got {value!r}"
+    bad = [index for index in value.values() if isinstance(index, bool) or not isinstance(index, int) or index < 0]
+    return f"class indices must be ints >= 0, got {bad[0]!r}" if bad else None
+
+
+def floor_dict(value: Any) -> str | None:
+    """A dict of metric name -> the least acceptable value (a number)."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, int | float) for k, v in value.items()):
+        return None
+    return f"expected a dict of metric name -> number, e.g. {{'dice': 0.8}}, got {value!r}"
+
+
+def positive_int_or_none(value: Any) -> str | None:
+    """None or an int > 0."""
+    return None if value is None else positive_int(value)
+
+
 def compile_kwargs(value: Any) -> str | None:
     """False, True, or a dict of torch.compile keyword arguments."""
     if isinstance(value, bool):

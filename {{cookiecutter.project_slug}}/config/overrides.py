@@ -80,7 +80,7 @@ def load_config(path: str | None) -> dict[str, Any]:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--routine, --config, --set and --epochs: the options that make the config."""
+    """--routine, --config, --set, --epochs and --init-from: the options that make the config."""
     parser.add_argument(
         "--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)"
     )
@@ -96,6 +96,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config key; repeatable; values are Python literals or dotted names",
     )
     parser.add_argument("--epochs", type=int, default=None, help="shortcut for --set EPOCHS=N")
+    parser.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start from another run's weights: a checkpoint or run name (its best.pt); layers of other shapes "
+        "stay initialised (shortcut for --set INIT_FROM=...; --set NORMALIZATION=init keeps its statistics)",
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
@@ -105,6 +111,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         apply_override(config, assignment)
     if args.epochs is not None:
         config["EPOCHS"] = args.epochs
+    if args.init_from is not None:
+        config["INIT_FROM"] = args.init_from
     routine = args.routine or config.get("ROUTINE", ROUTINES[0])
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")

@@ -16,14 +16,18 @@ import extensions
 from config.checks import (
     Check,
     callable_or_none,
+    class_names,
     compile_kwargs,
     dict_of,
+    floor_dict,
     kwargs_dict,
+    mask_values,
     metrics_dict,
     number_in,
     of_type,
     one_of,
     positive_int,
+    positive_int_or_none,
     signature_problem,
 )
 from config.serialize import ConfigError
@@ -41,12 +45,19 @@ class Key:
 
 
 _INT, _STR, _BOOL = of_type(int, name="an int"), of_type(str, name="a string"), of_type(bool, name="True or False")
+_OPTIONAL_INT = of_type(int, name="an int", optional=True)
+_OPTIONAL_NUMBER = of_type(int, float, name="a number", optional=True)
+TASKS = ("binary", "multiclass", "multilabel")
 
 SCHEMA: dict[str, Key] = {
     "SESSION_NAME": Key("name of the experiment series; part of every run name", _STR),
     "ROUTINE": Key("default training routine (train.py --routine overrides it)", _STR),
     "SEED": Key("seed of every random number generator, the data split and the batch order", _INT),
     "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR),
+    "TASK": Key("binary | multiclass | multilabel: sigmoid, softmax or per-label sigmoid outputs", one_of(*TASKS)),
+    "CLASSES": Key("class names in output-channel order (binary: one, the foreground)", class_names),
+    "IGNORE_INDEX": Key("multiclass: a mask value counted in neither loss nor metrics (e.g. 255)", _OPTIONAL_INT),
+    "MASK_VALUES": Key("None, or {mask value or 'r,g,b' colour: class index} for coded masks", mask_values),
     "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", callable_or_none()),
     "MODEL_CONFIG": Key("keyword arguments of MODEL", kwargs_dict),
     "DATASET": Key("dataset class (or function) returning (image, mask) pairs", callable_or_none()),
@@ -54,6 +65,17 @@ SCHEMA: dict[str, Key] = {
     "VAL_DATASET": Key("validation dataset; None splits VAL_FRACTION off DATASET", callable_or_none(optional=True)),
     "VAL_DATASET_CONFIG": Key("keyword arguments of VAL_DATASET", kwargs_dict),
     "VAL_FRACTION": Key("share of DATASET held out for validation (seeded split)", number_in(0, 1, "in (0, 1)")),
+    "VAL_GROUPS": Key(
+        "None, a regex whose first group names a file's scene, or a CSV of stem,group: a group stays on one side",
+        of_type(str, name="a regex or CSV path", optional=True),
+    ),
+    "PATCH_SIZE": Key("train on random square patches of this size; None: whole images", positive_int_or_none),
+    "PATCH_FOREGROUND": Key("share of patches centred on a labelled pixel", number_in(-1e-300, 1 + 1e-12, "in [0, 1]")),
+    "NORMALIZATION": Key(
+        "meanstd | percentile (1st-99th) per band, from the training set | None | init (INIT_FROM's statistics)",
+        one_of("meanstd", "percentile", None, "init"),
+    ),
+    "NODATA": Key("an image value meaning no data (NaN always does); None for none", _OPTIONAL_NUMBER),
     "TRAIN_TRANSFORM": Key(
         "paired (image, mask) augmentation of training samples; None for none", callable_or_none(True)
     ),
@@ -72,7 +94,9 @@ SCHEMA: dict[str, Key] = {
     "LOSS": Key(
         "loss(logits, target) -> scalar (the mean over samples): a function, or a class to call", callable_or_none()
     ),
-    "METRICS": Key("name -> metric(logits, target), logged as val_<name>", metrics_dict),
+    "LOSS_CONFIG": Key("keyword arguments of LOSS (class_weights, ...)", kwargs_dict),
+    "METRICS": Key("name -> metric(logits, target, task), logged per class and as val_<name>", metrics_dict),
+    "INIT_FROM": Key("a checkpoint or run name whose weights start this run", of_type(str, name="a path", optional=True)),
     "EPOCHS": Key("number of epochs", positive_int),
     "MIXED_PRECISION": Key(
         "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")
@@ -89,6 +113,8 @@ SCHEMA: dict[str, Key] = {
     "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _STR),
     "CHECKPOINT_MODE": Key("min | max; None: min for losses, max for metrics", one_of(None, "min", "max")),
     "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL),
+    "TEST_FOLDER": Key("a labelled folder that tests/test_trained_model.py evaluates", of_type(str, name="a path", optional=True)),
+    "QUALITY_FLOOR": Key("metric name -> the least mean over TEST_FOLDER's images that the test accepts", floor_dict),
     "COMMENT": Key("free text stored with the run", _STR),
 }
 
@@ -148,7 +174,31 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
-    allowed = ["val_loss"] + [f"val_{name}" for name in config["METRICS"]]
+    problems += _task_checks(config)
+    per_class = [f"_{name}" for name in config["CLASSES"]] if config["TASK"] != "binary" else []
+    allowed = ["val_loss"] + [f"val_{name}{part}" for name in config["METRICS"] for part in ["", *per_class]]
     if config["CHECKPOINT_METRIC"] not in allowed:
         problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
+    return problems
+
+
+def _task_checks(config: dict[str, Any]) -> list[str]:
+    """The keys that depend on TASK, and the other pairs of keys that only make sense together."""
+    task, classes, problems = config["TASK"], config["CLASSES"], []
+    if task == "binary" and len(classes) != 1:
+        problems.append(f"CLASSES: TASK 'binary' takes one name (the foreground), got {classes!r}")
+    if task == "multiclass" and len(classes) < 2:
+        problems.append(f"CLASSES: TASK 'multiclass' needs two or more names (the background too), got {classes!r}")
+    if config["IGNORE_INDEX"] is not None and task != "multiclass":
+        problems.append(f"IGNORE_INDEX is for TASK 'multiclass' (this is {task!r}); set it None")
+    if config["MASK_VALUES"] is not None and task == "multilabel":
+        problems.append("MASK_VALUES maps one class per pixel; TASK 'multilabel' reads K-band masks: set it None")
+    if config["NORMALIZATION"] == "init" and config["INIT_FROM"] is None:
+        problems.append("NORMALIZATION 'init' takes INIT_FROM's statistics, but INIT_FROM is None")
+    loss = config["LOSS"]
+    n_positional = 0 if isinstance(loss, type) or isinstance(getattr(loss, "func", None), type) else 2
+    if problem := signature_problem(loss, config["LOSS_CONFIG"], n_positional):
+        problems.append(f"LOSS_CONFIG: {problem}")
+    if config["VAL_GROUPS"] is not None and config["VAL_DATASET"] is not None:
+        problems.append("VAL_GROUPS splits DATASET, but VAL_DATASET is set: set one of them None")
     return problems

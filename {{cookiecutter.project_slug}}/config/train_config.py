@@ -11,7 +11,7 @@ from torch import nn, optim
 from models.unet import UNet
 from utils.data.synthetic import SyntheticShapes
 from utils.data.transforms import RandomFlipRotate
-from utils.losses import dice_bce
+from utils.losses import dice_ce
 from utils.metrics import dice, iou
 
 TRAIN_CONFIG = {
@@ -19,6 +19,12 @@ TRAIN_CONFIG = {
     "ROUTINE": "{{ cookiecutter.__default_routine }}",
     "SEED": 42,
     "DEVICE": "auto",
+    # binary: one sigmoid channel (masks 0/1 or 0/255); multiclass: softmax over len(CLASSES) channels (masks hold
+    # class indices 0..K-1, or values/colours mapped by MASK_VALUES); multilabel: K sigmoid channels (K-band masks).
+    "TASK": "binary",
+    "CLASSES": ["shape"],  # names, in output-channel order (binary: the foreground's); metrics per class
+    "IGNORE_INDEX": None,  # multiclass: a mask value (e.g. 255) counted in neither loss nor metrics
+    "MASK_VALUES": None,  # e.g. {0: 0, 128: 1, 255: 2} or {"255,0,0": 1}: mask value or colour -> class
     "MODEL": UNet,
     "MODEL_CONFIG": {
         "in_channels": 1,
@@ -36,6 +42,11 @@ TRAIN_CONFIG = {
     "VAL_DATASET": None,  # a validation dataset of its own; None: VAL_FRACTION of DATASET, split with SEED
     "VAL_DATASET_CONFIG": {},
     "VAL_FRACTION": 0.2,
+    "VAL_GROUPS": None,  # keeps a scene's tiles on one side: a regex on file stems (r"^(scene\d+)_") or a CSV
+    "PATCH_SIZE": None,  # train on random square patches of this size (e.g. 256) from images of any size
+    "PATCH_FOREGROUND": 0.0,  # share of patches centred on a labelled pixel (helps with rare classes)
+    "NORMALIZATION": "meanstd",  # per-band statistics of the training set: meanstd | percentile | None | init
+    "NODATA": None,  # an image value meaning "no data" (NaN always is): such pixels count in no loss or metric
     "TRAIN_TRANSFORM": RandomFlipRotate(),
     # num_workers 0: SyntheticShapes draws a batch in a few ms. Data read from disk and augmented wants workers
     # (e.g. 4); on CUDA the routines pin memory and copy batches without blocking.
@@ -46,8 +57,10 @@ TRAIN_CONFIG = {
     "SCHEDULER_CONFIG": {},  # T_max (the schedule's length) follows EPOCHS unless set here
     "ONE_CYCLE": None,  # e.g. {"max_lr": 1e-2}: the one-cycle policy instead of SCHEDULER (set SCHEDULER None)
     "LR_FIND": False,  # True: a learning-rate range test first (ignite, fastai routines)
-    "LOSS": dice_bce,
-    "METRICS": {"dice": dice, "iou": iou},
+    "LOSS": dice_ce,
+    "LOSS_CONFIG": {},  # e.g. {"class_weights": [0.2, 1.0, 3.0]}
+    "METRICS": {"dice": dice, "iou": iou},  # per class (val_dice_<class>) and their mean (val_dice)
+    "INIT_FROM": None,  # a checkpoint or run name whose weights start this run (train.py --init-from)
     "EPOCHS": 8,
     # GPU speed-ups, all off by default. MIXED_PRECISION: True (fp16 with loss scaling on CUDA, bf16 elsewhere),
     # "bf16" or "fp16" (CUDA only). CHANNELS_LAST: the NHWC memory layout that tensor cores prefer. COMPILE: True or
@@ -60,6 +73,8 @@ TRAIN_CONFIG = {
     "CHECKPOINT_METRIC": "val_dice",  # val_loss or val_<a METRICS name>: picks best.pt
     "CHECKPOINT_MODE": "max",  # None: min for losses, max for metrics
     "LOGFILE": True,
+    "TEST_FOLDER": None,  # a labelled folder (images/, masks/) that tests/test_trained_model.py evaluates
+    "QUALITY_FLOOR": {},  # e.g. {"dice": 0.8}: what that test asserts for the mean over the test images
     {%- if cookiecutter.use_tensorboard %}
     "TENSORBOARD": True,  # extensions/tensorboard.py
     {%- endif %}

@@ -26,7 +26,7 @@ class TensorBoardHook:
 
     def _open(self, run: Any) -> TensorBoardLogger:
         if self.logger is None:  # also on resume, where on_start is not called
-            self.logger = TensorBoardLogger(run.recorder.run_dir / "tensorboard")
+            self.logger = TensorBoardLogger(run.recorder.run_dir / "tensorboard", task=run.config["TASK"])
         return self.logger
 
     def on_start(self, run: Any) -> None:

@@ -77,7 +77,7 @@ def test_all_problems_are_reported_at_once() -> None:
 def test_to_jsonable_names_classes_and_functions_without_addresses() -> None:
     jsonable = to_jsonable(TRAIN_CONFIG)
     assert jsonable["MODEL"] == "models.unet.UNet"
-    assert jsonable["LOSS"] == "utils.losses.dice_bce"
+    assert jsonable["LOSS"] == "utils.losses.dice_ce"
     assert jsonable["MODEL_CONFIG"]["activation"] == "torch.nn.modules.activation.ReLU"
     assert " at 0x" not in str(jsonable)
     assert import_object(jsonable["MODEL"]) is TRAIN_CONFIG["MODEL"]

@@ -1,18 +1,20 @@
-"""Build a run's parts from the config: datasets, loaders, model, optimizer, scheduler, loss, precision.
+"""Build a run's parts from the config: model, optimizer, scheduler, loss, metrics, precision (data: data.py).
 
 Every routine builds through these functions, so that the same config gives the same parts whatever the routine.
 """
 
+import functools
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
 from config.serialize import ConfigError
 from utils.data.images import DataError
+from utils.metrics import per_class_metrics
 
 LOGGER = logging.getLogger("project")
 # The argument that sets a schedule's length in epochs, for torch's schedulers that have one. Left out of
@@ -39,82 +41,6 @@ def instantiate(config: dict[str, Any], key: str, *args: Any, **extra: Any) -> A
     except (TypeError, ValueError) as err:
         name = getattr(factory, "__qualname__", repr(factory))
         raise ConfigError(f"{key}={name} does not take {key}_CONFIG={kwargs!r}: {err}") from err
-
-
-class Transformed(Dataset):
-    """Another dataset's samples through a paired ``transform(image, mask)`` (training augmentation)."""
-
-    def __init__(self, dataset: Dataset, transform: Callable) -> None:
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(*self.dataset[index])
-
-
-def build_datasets(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
-    """Training and validation datasets: VAL_DATASET if given, else a seeded VAL_FRACTION split of DATASET."""
-    dataset = instantiate(config, "DATASET")
-    if config["VAL_DATASET"] is not None:
-        train_set, val_set = dataset, instantiate(config, "VAL_DATASET")
-    else:
-        n_val = round(len(dataset) * config["VAL_FRACTION"])
-        if not 0 < n_val < len(dataset):
-            raise ConfigError(
-                f"VAL_FRACTION={config['VAL_FRACTION']} of {len(dataset)} samples leaves an empty training or "
-                "validation set"
-            )
-        generator = torch.Generator().manual_seed(config["SEED"])
-        train_set, val_set = random_split(dataset, [len(dataset) - n_val, n_val], generator=generator)
-    if config["TRAIN_TRANSFORM"] is not None:
-        train_set = Transformed(train_set, config["TRAIN_TRANSFORM"])
-    return train_set, val_set
-
-
-def build_loaders(
-    config: dict[str, Any], device: torch.device, rank: int = 0, world_size: int = 1
-) -> tuple[DataLoader, DataLoader]:
-    """DataLoaders over :func:`build_datasets`; call :func:`set_epoch` before each training epoch.
-
-    With several processes each loads its own shard, in batches of DATA_LOADER_CONFIG's batch_size (per process).
-    Training shards are padded to equal length (DDP needs the same number of steps on every rank); validation
-    shards are not, so that no sample counts twice.
-    """
-    train_set, val_set = build_datasets(config)
-    kwargs = {"pin_memory": device.type == "cuda", **config["DATA_LOADER_CONFIG"]}
-    try:  # DataLoader checks its arguments (batch_size=0, num_workers=-1): the user's to fix
-        if world_size == 1:
-            train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
-        else:
-            sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
-            train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
-            val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
-        return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"DATA_LOADER_CONFIG={config['DATA_LOADER_CONFIG']!r}: {err}") from None
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of ``epoch``'s training order: (SEED, epoch) alone, whichever generator draws it."""
-    return seed * 100_003 + epoch
-
-
-def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
-    """Seed the training order of ``epoch`` with (SEED, epoch) alone, so that a resumed run sees the same batches.
-
-    A new generator rather than a reseeded one: an iterator that a framework keeps from the previous epoch (Ignite
-    draws once more from it to see it end) then cannot take a draw from this epoch's sequence.
-    """
-    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-    loader.generator = generator
-    if isinstance(loader.sampler, torch.utils.data.RandomSampler):
-        loader.sampler.generator = generator
-    elif isinstance(loader.sampler, DistributedSampler):
-        # It permutes with seed + epoch: the permutation one process draws, dealt out to the ranks in turn.
-        loader.sampler.seed = epoch_seed(seed, 0)
-        loader.sampler.set_epoch(epoch)
 
 
 def memory_format(config: dict[str, Any]) -> torch.memory_format:
@@ -166,12 +92,29 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, st
     return instantiate(config, "SCHEDULER", optimizer)
 
 
+def with_task(function: Callable, task: str) -> Callable:
+    """``function`` with ``task=`` bound when it takes one (the project's losses and metrics do), else as it is."""
+    try:
+        takes_task = "task" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        takes_task = False
+    return functools.partial(function, task=task) if takes_task else function
+
+
 def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """LOSS as a callable: a function as it is; a class (an nn.Module) or a partial of one called without arguments."""
-    loss = config["LOSS"]
-    if isinstance(loss, type) or (hasattr(loss, "func") and isinstance(loss.func, type)):
-        return loss()
-    return loss
+    """LOSS with LOSS_CONFIG (and TASK, when it takes one): a class (an nn.Module) is instantiated, a function
+    gets them bound; either way ``loss(logits, target) -> scalar``."""
+    loss, kwargs = config["LOSS"], config["LOSS_CONFIG"]
+    if isinstance(loss, type) or isinstance(getattr(loss, "func", None), type):
+        return with_task(loss, config["TASK"])(**kwargs)
+    return functools.partial(with_task(loss, config["TASK"]), **kwargs) if kwargs else with_task(loss, config["TASK"])
+
+
+def build_metrics(config: dict[str, Any]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """METRICS as scalar functions, one per logged column: ``name`` (the mean over classes) and, but for a binary
+    task, ``name_<class>`` for each of CLASSES (utils.metrics.per_class_metrics)."""
+    metrics = {name: with_task(function, config["TASK"]) for name, function in config["METRICS"].items()}
+    return per_class_metrics(metrics, config["CLASSES"], config["TASK"])
 
 
 def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:

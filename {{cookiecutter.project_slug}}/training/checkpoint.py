@@ -2,7 +2,8 @@
 
 A checkpoint is a dict: ``format_version``, ``model``, ``optimizer``, ``scheduler``, ``scaler`` (state dicts),
 ``epoch`` (the last one trained, from 1), ``best`` ({metric, mode, value, epoch}), ``config`` (as JSON data, see
-config/serialize.py), ``routine``, ``run_name``, ``rng`` (Python, NumPy and torch states) and ``extensions`` (each
+config/serialize.py), ``routine``, ``run_name``, ``rng`` (Python, NumPy and torch states), ``normalization`` (the
+per-band statistics that training applied and predict/evaluate apply; None: none) and ``extensions`` (each
 extension hook's own state). Version 1 (the template before its redesign) is read too: its model keys are renamed.
 """
 
@@ -17,7 +18,7 @@ import torch
 
 from config.paths import GlobalConfig
 from config.schema import SCHEMA
-from training.build import SCHEDULE_LENGTH
+from training.build import LOGGER, SCHEDULE_LENGTH
 from utils.files import atomic_write, latest_run_dir
 from utils.tracking.csv_logs import flatten
 
@@ -155,6 +156,7 @@ def make_checkpoint(run: Any, epoch: int) -> dict[str, Any]:
         "routine": run.routine,
         "run_name": run.recorder.run_name,
         "rng": get_rng_state(),
+        "normalization": run.normalization,
         "extensions": {type(hook).__name__: hook.state_dict() for hook in run.hooks if hasattr(hook, "state_dict")},
     }
 
@@ -173,6 +175,32 @@ def load_for_resume(name: str | Path, global_config: GlobalConfig, routine: str)
     return state
 
 
+def load_init_from(name: str | Path, global_config: GlobalConfig) -> dict[str, Any]:
+    """INIT_FROM's checkpoint: a path, or a run name (its best.pt), or ``latest``."""
+    try:
+        return load_checkpoint(find_checkpoint(name, global_config, "best.pt"))
+    except CheckpointError as err:
+        raise CheckpointError(f"INIT_FROM (--init-from) {err}") from None
+
+
+def init_weights(model: torch.nn.Module, source: dict[str, Any], name: str) -> list[str]:
+    """Load ``source``'s weights into ``model`` where names and shapes match; the others (a new head for other
+    classes, a first layer for other bands) keep their fresh initialisation and are listed in one log line.
+
+    Returns:
+        the names of the tensors left initialised.
+    """
+    own = model.state_dict()
+    matching = {key: value for key, value in source["model"].items() if key in own and own[key].shape == value.shape}
+    model.load_state_dict(matching, strict=False)
+    kept = sorted(set(own) - set(matching))
+    LOGGER.info(
+        "INIT_FROM %s: %d of %d tensors loaded%s", name, len(matching), len(own),
+        f"; left initialised (other shapes or new): {', '.join(kept)}" if kept else "",
+    )  # fmt: skip
+    return kept
+
+
 # What a resumed run may change; any other difference would silently make it another experiment.
 RESUMABLE_CHANGES = ("EPOCHS", "DEVICE", "COMMENT", "LOGFILE")
 
@@ -180,10 +208,11 @@ RESUMABLE_CHANGES = ("EPOCHS", "DEVICE", "COMMENT", "LOGFILE")
 def check_resume_config(state: dict[str, Any], jsonable_config: dict[str, Any]) -> None:
     """Refuse to resume a run with a config that differs from its own, other than in RESUMABLE_CHANGES.
 
-    Keys of extensions (e-mail, TensorBoard) may change too: they do not change what is trained.
+    Keys of extensions (e-mail, TensorBoard) may change too: they do not change what is trained. Keys that the
+    run's project did not have yet (TASK, NORMALIZATION, ... before the project had them) take today's values.
     """
     before, now = flatten(state["config"]), flatten(jsonable_config)
-    fixed = set(SCHEMA) - set(RESUMABLE_CHANGES)
+    fixed = (set(SCHEMA) & set(state["config"])) - set(RESUMABLE_CHANGES)
     changed = sorted(k for k in before.keys() | now.keys() if k.split(".")[0] in fixed and before.get(k) != now.get(k))
     one_cycle = state["config"].get("ONE_CYCLE")
     if one_cycle is not None and state["config"]["EPOCHS"] != jsonable_config["EPOCHS"]:

@@ -38,7 +38,8 @@ from fastai.torch_core import to_detach
 from torch.utils.data import DataLoader
 
 from config.paths import GLOBAL_CONFIG, GlobalConfig
-from training.build import LOGGER, current_lr, epoch_seed
+from training.build import LOGGER, current_lr
+from training.data import epoch_seed
 from training.fastai_precision import AutocastCallback, ChannelsLastCallback, RunScalerCallback, closing_autocast
 from training.records import RunResult
 from training.run import Run

@@ -21,7 +21,7 @@ from config.device import get_device
 from config.paths import GlobalConfig
 from config.schema import validate_config
 from config.serialize import ConfigError, to_jsonable
-from training import build, checkpoint, distributed
+from training import build, checkpoint, data, distributed
 from training.records import LOGGER, RunRecorder, RunResult
 from training.sanity_checks import sanity_checks
 from training.signals import StopSignals
@@ -67,28 +67,38 @@ class Run:  # pylint: disable=too-many-public-methods
         distributed.check_distributed_config(config, self.world_size)
         self.dtype = build.autocast_dtype(config, self.device)
         self.memory_format = build.memory_format(config)
-        self.train_loader, self.val_loader = build.build_loaders(config, self.device, self.rank, self.world_size)
+        # resume, or start from another run's weights: rank 0 reads the checkpoint and sends it to the others (other
+        # nodes may not see its disk); one it cannot load is the same one-line error on every rank
+        state = source = None
+        if resume is not None:
+            state = source = self._read(checkpoint.load_for_resume, resume, global_config, routine)
+            checkpoint.check_resume_config(state, jsonable_config)
+        elif config["INIT_FROM"] is not None:
+            source = self._read(checkpoint.load_init_from, config["INIT_FROM"], global_config)
         self.raw_model = build.build_model(config, self.device)
+        if state is None and source is not None:
+            checkpoint.init_weights(self.raw_model, source, config["INIT_FROM"])
+        stats_source = state or (source if config["NORMALIZATION"] == "init" else None)
+        *datasets, self.normalization = data.build_datasets(config, stats_source)
+        divisor = int(getattr(self.raw_model, "divisor", 1))  # batches padded to sizes the model takes
+        self.train_loader, self.val_loader = data.build_loaders(
+            config, datasets, self.device, divisor, self.rank, self.world_size
+        )
         self.optimizer = build.build_optimizer(config, self.raw_model)
         self.scheduler = None
         if not (framework_schedule and config["ONE_CYCLE"] is not None):
             self.scheduler = build.build_scheduler(config, self.optimizer, len(self.train_loader))
         self.scaler = build.grad_scaler(self.device, self.dtype)
         self.loss_fn = build.build_loss(config)
-        self.metrics = config["METRICS"]
+        self.metrics = build.build_metrics(config)
         with torch.random.fork_rng():  # the batches taken for checks and images must not shift training's RNG
             self.sample_batch = self.to_device(*next(iter(self.train_loader)))
             self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
-        sanity_checks(config, self.raw_model, *self.sample_batch, self.loss_fn, self.device)
+        sanity_checks(config, self.raw_model, *self.sample_batch, self.loss_fn, self.metrics, self.device)
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.hooks = [*extensions.make_hooks(config), *(hooks or [])] if self.rank == 0 else []
-        # resume: rank 0 reads the checkpoint and sends it to the others (other nodes may not see its disk)
-        state = None
-        if resume is not None:  # a checkpoint that rank 0 cannot load is the same one-line error on every rank
-            load = functools.partial(checkpoint.load_for_resume, resume, global_config, routine)
-            state = distributed.broadcast_object(distributed.on_rank_zero(load, (checkpoint.CheckpointError,)))
-            checkpoint.check_resume_config(state, jsonable_config)
+        if state is not None:
             checkpoint.restore(state, self)
         # Training steps go through DDP, which averages the gradients over the ranks.
         self.model: torch.nn.Module = self.raw_model
@@ -117,6 +127,11 @@ class Run:  # pylint: disable=too-many-public-methods
                 self.call_hooks("on_start")
             build.compile_model(config, self.raw_model)  # last: the checks above ran the plain model, in eager mode
 
+    def _read(self, load: Any, *args: Any) -> dict[str, Any]:
+        """A checkpoint that rank 0 reads (``load(*args)``), on every rank."""
+        read = functools.partial(load, *args)
+        return distributed.broadcast_object(distributed.on_rank_zero(read, (checkpoint.CheckpointError,)))
+
     @property
     def scheduler_per_step(self) -> bool:
         """Whether the scheduler steps every batch (one-cycle) rather than every epoch."""
@@ -136,7 +151,7 @@ class Run:  # pylint: disable=too-many-public-methods
 
     def begin_epoch(self, epoch: int) -> None:
         """Seed the epoch's batch order with (SEED, epoch) and start its clock."""
-        build.set_epoch(self.train_loader, self.config["SEED"], epoch)
+        data.set_epoch(self.train_loader, self.config["SEED"], epoch)
         self._epoch_started, self._epoch_lr = time.perf_counter(), build.current_lr(self.optimizer)
 
     def to_device(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

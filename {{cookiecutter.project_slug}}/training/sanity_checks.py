@@ -1,5 +1,6 @@
-"""Checks on one batch before the first epoch: the model's output against the masks, a finite loss, and a
-save/load round trip. A failed check is a SanityCheckError that names it: one line, before anything is trained.
+"""Checks on one batch before the first epoch: the images' bands against the model's input, its output against
+TASK and CLASSES, the loss and metrics (finite, and given the task they are written for), and a save/load round
+trip. A failed check is a SanityCheckError that names it: one line, before anything is trained.
 """
 
 import io
@@ -22,11 +23,17 @@ def sanity_checks(
     images: torch.Tensor,
     masks: torch.Tensor,
     loss_fn: Callable,
+    metrics: dict[str, Callable],
     device: torch.device,
 ) -> None:
-    """One batch through the model: output shape against the mask, a finite loss, and a save/load round trip
-    that gives identical outputs. Runs in eval mode and on a forked RNG, so training is exactly as without it.
+    """One batch (images ``[N, C, H, W]``, targets of TASK) through the model: bands, output channels, the loss
+    and each metric, and a save/load round trip that gives identical outputs. Runs in eval mode and on a forked
+    RNG, so training is exactly as without it.
+
+    Raises:
+        SanityCheckError: the first failed check, named, with what to set.
     """
+    _check_bands(config, images)
     was_training = model.training
     model.eval()
     try:
@@ -38,14 +45,16 @@ def sanity_checks(
                     f"sanity check 'forward pass' failed for images of {tuple(images.shape)} ([N, C, H, W]): "
                     f"{str(err).strip().splitlines()[0]}; make MODEL_CONFIG match the data (in_channels: C)"
                 ) from None
-            if logits.shape != masks.shape:
-                raise SanityCheckError(
-                    f"sanity check 'output shape' failed: the model gives {tuple(logits.shape)} for masks of "
-                    f"{tuple(masks.shape)}; make MODEL_CONFIG's output channels match the masks"
-                )
-            loss = loss_fn(logits.float(), masks)
-            if not torch.isfinite(loss).all():
-                raise SanityCheckError(f"sanity check 'finite loss' failed: the first batch's loss is {loss}")
+            _check_outputs(config, logits, masks)
+            for name, function in {"loss": loss_fn, **{f"metric {n}": f for n, f in metrics.items()}}.items():
+                try:
+                    value = function(logits.float(), masks)
+                except (ValueError, RuntimeError) as err:  # e.g. a binary metric given 3 classes
+                    raise SanityCheckError(
+                        f"sanity check '{name}' failed for TASK {config['TASK']!r}: {str(err).strip().splitlines()[0]}"
+                    ) from None
+                if name == "loss" and not torch.isfinite(value).all():
+                    raise SanityCheckError(f"sanity check 'finite loss' failed: the first batch's loss is {value}")
             buffer = io.BytesIO()
             torch.save(model.state_dict(), buffer)
             buffer.seek(0)
@@ -58,3 +67,30 @@ def sanity_checks(
                 )
     finally:
         model.train(was_training)
+
+
+def _check_bands(config: dict[str, Any], images: torch.Tensor) -> None:
+    """The images' bands against MODEL_CONFIG's in_channels (when the model has that argument)."""
+    expected = config["MODEL_CONFIG"].get("in_channels")
+    if expected is not None and images.shape[1] != expected:
+        raise SanityCheckError(
+            f"sanity check 'bands' failed: the images have {images.shape[1]} band(s) but MODEL_CONFIG.in_channels is "
+            f"{expected}; set in_channels={images.shape[1]}, or DATASET_CONFIG.channels={expected} to convert them"
+        )
+
+
+def _check_outputs(config: dict[str, Any], logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """The model's output channels against TASK and CLASSES, and its height and width against the targets'."""
+    task, classes = config["TASK"], config["CLASSES"]
+    expected = 1 if task == "binary" else len(classes)
+    if logits.shape[1] != expected:
+        raise SanityCheckError(
+            f"sanity check 'output channels' failed: the model gives {logits.shape[1]} channel(s) but TASK "
+            f"{task!r} with CLASSES {classes} needs {expected}; set MODEL_CONFIG.out_channels={expected}"
+            + (" (or TASK 'multiclass' with a name per class)" if task == "binary" else "")
+        )
+    if logits.shape[-2:] != targets.shape[-2:]:
+        raise SanityCheckError(
+            f"sanity check 'output shape' failed: the model gives {tuple(logits.shape)} ([N, C, H, W]) for targets "
+            f"of {tuple(targets.shape)}; a model must keep the height and width of its input"
+        )

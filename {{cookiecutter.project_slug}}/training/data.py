@@ -1,0 +1,123 @@
+"""The data of a run from the config: the train/validation split, normalisation statistics, datasets and loaders.
+
+Every routine gets its loaders here, so that one config gives the same batches whatever the routine. A sample goes
+DATASET -> mask encoded for TASK -> no-data pixels ignored -> normalised -> PATCH_SIZE patch and TRAIN_TRANSFORM
+(training only) -> batches padded to a common size that the model divides (utils/data/samples.py, transforms.py).
+"""
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
+
+from config.serialize import ConfigError
+from training.build import instantiate
+from utils.data.folder import group_names
+from utils.data.normalization import compute_statistics
+from utils.data.samples import SegmentationSamples
+from utils.data.targets import MaskEncoder
+from utils.data.transforms import RandomPatch, pad_collate
+
+
+def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
+    """The raw training and validation sets: VAL_DATASET if given, else VAL_FRACTION of DATASET, split with SEED;
+    with VAL_GROUPS whole groups (scenes) go to one side, so that neighbouring tiles never sit on both."""
+    dataset = instantiate(config, "DATASET")
+    if config["VAL_DATASET"] is not None:
+        return dataset, instantiate(config, "VAL_DATASET")
+    fraction, generator = config["VAL_FRACTION"], torch.Generator().manual_seed(config["SEED"])
+    if config["VAL_GROUPS"] is None:
+        n_val = round(len(dataset) * fraction)
+        if not 0 < n_val < len(dataset):
+            raise ConfigError(f"VAL_FRACTION={fraction} of {len(dataset)} samples leaves an empty training or validation set")
+        return tuple(random_split(dataset, [len(dataset) - n_val, n_val], generator=generator))  # type: ignore[return-value]
+    groups = np.array(group_names(dataset, config["VAL_GROUPS"]))
+    names = sorted(set(groups))
+    order = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
+    # Whole groups, in a seeded order, until the validation set holds VAL_FRACTION of the samples.
+    val_groups, n_val = set(), 0
+    for name in order:
+        if n_val >= fraction * len(dataset):
+            break
+        val_groups.add(name)
+        n_val += int((groups == name).sum())
+    is_val = np.isin(groups, list(val_groups))
+    if is_val.all() or not is_val.any():
+        raise ConfigError(f"VAL_GROUPS found {len(names)} group(s): too few to split off VAL_FRACTION={fraction}")
+    return Subset(dataset, np.flatnonzero(~is_val).tolist()), Subset(dataset, np.flatnonzero(is_val).tolist())
+
+
+def normalization_statistics(config: dict[str, Any], train_set: Dataset, source: dict[str, Any] | None) -> Any:
+    """NORMALIZATION's per-band statistics: from ``source`` (a checkpoint: the resumed run's own, or INIT_FROM's
+    for ``init``), else computed on the training set (up to 256 samples, seeded)."""
+    if source is not None:
+        return source.get("normalization")
+    return compute_statistics(train_set, config["NORMALIZATION"], nodata=config["NODATA"], seed=config["SEED"])
+
+
+def build_datasets(config: dict[str, Any], source: dict[str, Any] | None = None) -> tuple[Dataset, Dataset, Any]:
+    """Training and validation datasets of (image [C, H, W] float32, target) pairs, and the normalisation
+    statistics they apply (``source``: the checkpoint to take those from, see :func:`normalization_statistics`)."""
+    train_set, val_set = split_dataset(config)
+    stats = normalization_statistics(config, train_set, source)
+    task, classes = config["TASK"], config["CLASSES"]
+    num_classes = 2 if task == "binary" else len(classes)  # a binary mask holds two values, 0 and 1
+    try:
+        encoder = MaskEncoder(task, num_classes, config["MASK_VALUES"], config["IGNORE_INDEX"])
+    except ValueError as err:
+        raise ConfigError(f"MASK_VALUES / IGNORE_INDEX: {err}") from None
+    patch = RandomPatch(config["PATCH_SIZE"], config["PATCH_FOREGROUND"]) if config["PATCH_SIZE"] else None
+    nodata = config["NODATA"]
+    train = SegmentationSamples(train_set, encoder, stats, nodata, patch, config["TRAIN_TRANSFORM"])
+    return train, SegmentationSamples(val_set, encoder, stats, nodata), stats
+
+
+def build_loaders(
+    config: dict[str, Any],
+    datasets: tuple[Dataset, Dataset],
+    device: torch.device,
+    divisor: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[DataLoader, DataLoader]:
+    """DataLoaders over ``datasets`` (training, validation); call :func:`set_epoch` before each training epoch.
+
+    Batches are padded to a common size divisible by ``divisor`` (the model's), padded pixels ignored, so that
+    images of any and mixed sizes train and validate whole. With several processes each loads its own shard, in
+    batches of DATA_LOADER_CONFIG's batch_size (per process). Training shards are padded to equal length (DDP needs
+    the same number of steps on every rank); validation shards are not, so that no sample counts twice.
+    """
+    train_set, val_set = datasets
+    kwargs = {"pin_memory": device.type == "cuda", "collate_fn": pad_collate(divisor), **config["DATA_LOADER_CONFIG"]}
+    try:  # DataLoader checks its arguments (batch_size=0, num_workers=-1): the user's to fix
+        if world_size == 1:
+            train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+        else:
+            sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
+            train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
+            val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
+        return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"DATA_LOADER_CONFIG={config['DATA_LOADER_CONFIG']!r}: {err}") from None
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch``'s training order: (SEED, epoch) alone, whichever generator draws it."""
+    return seed * 100_003 + epoch
+
+
+def set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Seed the training order of ``epoch`` with (SEED, epoch) alone, so that a resumed run sees the same batches.
+
+    A new generator rather than a reseeded one: an iterator that a framework keeps from the previous epoch (Ignite
+    draws once more from it to see it end) then cannot take a draw from this epoch's sequence.
+    """
+    generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+    loader.generator = generator
+    if isinstance(loader.sampler, torch.utils.data.RandomSampler):
+        loader.sampler.generator = generator
+    elif isinstance(loader.sampler, DistributedSampler):
+        # It permutes with seed + epoch: the permutation one process draws, dealt out to the ranks in turn.
+        loader.sampler.seed = epoch_seed(seed, 0)
+        loader.sampler.set_epoch(epoch)
