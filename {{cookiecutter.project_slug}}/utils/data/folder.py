@@ -1,11 +1,15 @@
 """SegmentationFolder: image/mask pairs from two sub-folders, matched by file stem, checked before training.
 
-Every sample is ``(image, mask)``: ``image`` a float32 tensor ``[C, H, W]`` in ``[0, 1]`` and ``mask`` a float32
-tensor ``[1, H, W]`` holding 0 or 1. A ``transform(image, mask) -> (image, mask)`` is applied last when given.
+Every sample is ``(image, mask)``: ``image`` a float32 tensor ``[C, H, W]`` (uint8 / 255, uint16 / 65535, float as
+stored, NaN too) and ``mask`` a tensor ``[M, H, W]`` of the file's raw values (int64, or float32 for float files;
+utils/data/targets.py turns them into targets). A ``transform(image, mask) -> (image, mask)`` is applied last.
+``group_names`` gives each pair's group (scene) for a grouped validation split.
 """
 
+import re
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -33,21 +37,26 @@ def _files_by_stem(folder: Path) -> dict[str, Path]:
 class SegmentationFolder(Dataset):
     """Image/mask pairs from ``root/<image_dir>`` and ``root/<mask_dir>``, matched by file stem.
 
-    ``images/cat.jpg`` pairs with ``masks/cat.png``; files may be PNG, JPEG or .npy (any case of extension). Pairs
-    are sorted by stem and exposed as ``.pairs``. Everything that can be checked from file headers is checked
-    here, so a bad folder fails before training starts rather than in the middle of an epoch.
+    ``images/cat.jpg`` pairs with ``masks/cat.png``; files may be PNG, JPEG, TIFF or .npy (any case of extension),
+    of any number of bands (utils/data/images.py). Pairs are sorted by stem and exposed as ``.pairs``; pairs may
+    differ in size from each other (patches or padding make batches), but an image and its mask may not.
+    Everything that can be checked from file headers is checked here, so a bad folder fails before training
+    starts rather than in the middle of an epoch.
 
     Args:
         root: dataset folder.
         image_dir: sub-folder of ``root`` holding the images.
-        mask_dir: sub-folder of ``root`` holding the masks (any value > 0 is foreground).
-        channels: channels of the returned images, 1 or 3.
+        mask_dir: sub-folder of ``root`` holding the masks (raw values: class indices, 0/255, colours, K bands).
+        channels: bands of the returned images: None keeps each file's own; 1 or 3 also convert grey <-> RGB;
+            any other count must match the files.
         transform: optional paired ``transform(image, mask) -> (image, mask)``.
 
     Raises:
+        ValueError: ``channels`` neither None nor an int >= 1.
         DataError: missing root or sub-folder, an empty sub-folder, an image without a mask or a mask without an
             image, two files with one stem in one folder, an image and mask of different sizes, or a file whose
-            header cannot be read. Files that only fail to decode raise DataError when they are loaded.
+            header cannot be read. Files that only fail to decode, or hold other bands than ``channels``, raise
+            DataError when they are loaded.
     """
 
     def __init__(
@@ -55,13 +64,13 @@ class SegmentationFolder(Dataset):
         root: str | Path,
         image_dir: str = "images",
         mask_dir: str = "masks",
-        channels: int = 1,
+        channels: int | None = None,
         transform: PairTransform | None = None,
     ) -> None:
-        if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+            raise ValueError(f"channels must be None (the files' own bands) or an int >= 1, got {channels!r}")
         self.root = Path(root)
-        self.channels = int(channels)
+        self.channels = channels
         self.transform = transform
         if not self.root.is_dir():
             raise DataError(f"dataset folder not found: {self.root}")
@@ -87,6 +96,10 @@ class SegmentationFolder(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def stems(self) -> list[str]:
+        """The file stem of each pair, in ``.pairs`` order."""
+        return [image_path.stem for image_path, _ in self.pairs]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.pairs[index]
         image, mask = read_image(image_path, self.channels), read_mask(mask_path)
@@ -103,3 +116,49 @@ class SegmentationFolder(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, pairs={len(self.pairs)}, channels={self.channels})"
+
+
+def group_names(dataset: Dataset, spec: str) -> list[str]:
+    r"""The group (e.g. scene) of every sample of ``dataset``, in order, for a split that keeps groups together.
+
+    ``spec`` (``VAL_GROUPS``) is a path ending in .csv with columns ``stem,group`` (one row per image file stem), or
+    a regular expression searched in each image file's stem (``re.search``): its first group when it has one, else
+    the whole match. ``r"^(.*)_\d+_\d+$"`` gives ``scene7`` for ``scene7_3_12``.
+
+    Raises:
+        DataError: ``dataset`` has no ``.pairs`` (file names), the CSV is missing or lacks the columns, a stem has no
+            group (not in the CSV, or the expression does not match it), or ``spec`` is not a valid expression.
+    """
+    pairs = getattr(dataset, "pairs", None)
+    if pairs is None:
+        raise DataError(f"VAL_GROUPS needs a dataset with file names (SegmentationFolder); {dataset!r} has none")
+    stems = [Path(image_path).stem for image_path, _ in pairs]
+    if spec.lower().endswith(".csv"):
+        try:
+            table = pd.read_csv(spec, dtype=str, keep_default_na=False)
+        except (OSError, ValueError) as exc:  # missing file, empty or unparsable CSV
+            raise DataError(f"cannot read VAL_GROUPS file {spec}: {exc}") from exc
+        if not {"stem", "group"} <= set(table.columns):
+            raise DataError(f"VAL_GROUPS file {spec} needs columns stem,group; it has {','.join(table.columns)}")
+        groups = dict(zip(table["stem"], table["group"], strict=True))
+        conflicting = table.drop_duplicates(["stem", "group"])["stem"]
+        if conflicting.duplicated().any():  # one stem in two groups: which side of the split would it go?
+            raise DataError(
+                f"VAL_GROUPS file {spec} gives stem {conflicting[conflicting.duplicated()].iloc[0]!r} two groups"
+            )
+        for stem in stems:
+            if stem not in groups:
+                raise DataError(f"image stem {stem!r} has no group in VAL_GROUPS file {spec}")
+        return [groups[stem] for stem in stems]
+    try:
+        pattern = re.compile(spec)
+    except re.error as exc:
+        raise DataError(f"VAL_GROUPS {spec!r} is neither a .csv path nor a regular expression: {exc}") from exc
+    names = []
+    for stem in stems:
+        match = pattern.search(stem)
+        name = None if match is None else match.group(1) if pattern.groups else match.group(0)
+        if name is None:
+            raise DataError(f"image stem {stem!r} has no group: VAL_GROUPS {spec!r} does not match it")
+        names.append(name)
+    return names

@@ -1,25 +1,29 @@
-"""Read one image or mask file: PNG, JPEG and .npy, as float32 arrays ``[C, H, W]``.
+"""Read one image or mask file (PNG, JPEG, TIFF or .npy) as an array ``[bands, H, W]``, any number of bands.
 
-``read_image`` scales to [0, 1]; ``read_mask`` gives 0/1 foreground. A file that cannot be read raises DataError
-naming the file.
+``read_image`` gives float32 (uint8 / 255, uint16 / 65535, floats and NaN as stored); ``read_mask`` gives the raw
+values (int64 or float32) for utils/data/targets.py to encode. A file that cannot be read raises DataError naming it.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".npy")
-
-# Everything PIL and numpy raise for a missing, corrupt or truncated file. UnidentifiedImageError is an OSError;
-# numpy raises ValueError for a bad header or a pickled array, EOFError for an empty file; PIL raises SyntaxError
-# for some malformed headers and DecompressionBombError (not an OSError) for absurd sizes.
-_READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError)
-
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+_TIFF_EXTENSIONS = (".tif", ".tiff")
+# TIFF extra samples marked as alpha (transparency, dropped); unspecified extra samples are bands and kept.
+_ALPHA = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+# What PIL, numpy and tifffile raise for a missing, corrupt or truncated file: PIL OSError (UnidentifiedImageError),
+# SyntaxError, DecompressionBombError; numpy ValueError, EOFError; tifffile TiffFileError, ValueError (short strips).
+_READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError, tifffile.TiffFileError)
 # PIL modes holding 16-bit samples; convert("L") would clip them, so they are scaled by hand.
 _PIL_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-# ITU-R 601-2 luma weights, the ones PIL's convert("L") uses, so .npy and PNG inputs agree.
+# PIL modes whose values a mask keeps as they are (palette "P": the indices, not the colours).
+_PIL_MASK_MODES = ("1", "L", "P", "F", "RGB", *_PIL_16BIT_MODES)
+_FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.bool_): 1.0}
+# ITU-R 601-2 luma weights, the ones PIL's convert("L") uses, so .npy, TIFF and PNG inputs agree.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -28,132 +32,166 @@ class DataError(ValueError):
 
 
 def _scale(array: np.ndarray) -> np.ndarray:
-    """Return ``array`` as float32 in [0, 1]: uint8 / 255, uint16 / 65535, bool as 0/1, floats unchanged."""
-    if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
-    if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    if array.dtype == np.bool_:
-        return array.astype(np.float32)
+    """Return ``array`` as float32: uint8 / 255, uint16 / 65535, bool as 0/1, floats unchanged (NaN kept)."""
+    if array.dtype in _FULL_SCALE:
+        return array.astype(np.float32) / _FULL_SCALE[array.dtype]
     if np.issubdtype(array.dtype, np.floating):
         return array.astype(np.float32, copy=False)
     # Other integer types have no agreed full scale; guessing one would silently rescale the data.
-    raise ValueError(f"unsupported dtype {array.dtype} (use uint8, uint16, bool or float)")
+    raise ValueError(
+        f"unsupported dtype {array.dtype} (use uint8, uint16, bool or float32 with the values as they are)"
+    )
 
 
-def _npy_layout(shape: tuple[int, ...]) -> str:
-    """Return "HW", "HWC" or "CHW" for the shape of an array stored in a .npy file."""
-    if len(shape) == 2:
-        return "HW"
-    if len(shape) == 3:
-        # A leading 1 or 3 with a trailing size that cannot be channels is channels-first (CxHxW);
-        # everything else with 1, 3 or 4 trailing values is channels-last, the layout PIL and most tools write.
-        if shape[0] in (1, 3) and shape[2] not in (1, 3, 4):
-            return "CHW"
-        if shape[2] in (1, 3, 4):
-            return "HWC"
-    raise ValueError(f"array of shape {shape} is not HxW, HxWxC or CxHxW with C in (1, 3)")
-
-
-def _npy_hw(shape: tuple[int, ...]) -> tuple[int, int]:
-    """Height and width of an array stored in a .npy file, from its shape alone."""
-    layout = _npy_layout(shape)
-    if layout == "CHW":
-        return shape[1], shape[2]
-    return shape[0], shape[1]
-
-
-def _to_chw(array: np.ndarray) -> np.ndarray:
-    """Reorder a 2-D or 3-D array to [C, H, W]."""
-    layout = _npy_layout(array.shape)
-    if layout == "HW":
+def _npy_chw(array: np.ndarray) -> np.ndarray:
+    """A .npy array (or memory map) as a [bands, H, W] view: HxW, or 3-D with the smaller of the first and last
+    sizes as bands; a tie is HxWxC, the layout PIL and most tools write (bands are fewer than rows in practice)."""
+    if array.ndim == 2:
         return array[None]
-    if layout == "HWC":
-        return np.moveaxis(array, -1, 0)
-    return array
+    if array.ndim == 3:
+        return array if array.shape[0] < array.shape[2] else np.moveaxis(array, -1, 0)
+    raise ValueError(f"array of shape {array.shape} is not HxW, HxWxC or CxHxW")
 
 
-def _set_channels(chw: np.ndarray, channels: int) -> np.ndarray:
-    """Return ``chw`` with exactly ``channels`` channels (gray is repeated, colour is turned into luma)."""
-    if chw.shape[0] == 4:  # RGBA: the alpha channel is not image content
-        chw = chw[:3]
-    if chw.shape[0] == channels:
+def _tiff_series(tif: tifffile.TiffFile) -> list:
+    """The first series and every later one alike in shape, axes and dtype (pages written one by one are bands)."""
+    if not tif.series:
+        raise ValueError("no image in the TIFF file")
+    first = tif.series[0]
+    if "Y" not in first.axes or "X" not in first.axes:
+        raise ValueError(f"TIFF series of axes {first.axes} has no rows (Y) and columns (X)")
+    return [s for s in tif.series if (s.shape, s.axes, s.dtype) == (first.shape, first.axes, first.dtype)]
+
+
+def _tiff_chw(path: Path) -> np.ndarray:
+    """Decode a TIFF as [bands, H, W] in its own dtype; every axis but Y and X (S, C, Q, I, Z...) counts as bands.
+
+    'YXS' (multi-sample), 'SYX' (planar), 'CYX'/'QYX'/'IYX' (multi-page) all give bands first; extra samples marked
+    as alpha are dropped. (tifffile.imwrite of an HxWxC array with C not 3/4 writes H pages: pass
+    photometric="minisblack", planarconfig="contig", or write CxHxW.)
+    """
+    with tifffile.TiffFile(path) as tif:
+        bands = []
+        for series in _tiff_series(tif):
+            array, axes, extra = series.asarray(), series.axes, tuple(series.keyframe.extrasamples)
+            if "S" in axes and any(e in _ALPHA for e in extra):
+                base = array.shape[axes.index("S")] - len(extra)  # 1 for grey, 3 for RGB
+                keep = [*range(base), *(base + i for i, e in enumerate(extra) if e not in _ALPHA)]
+                array = np.take(array, keep, axis=axes.index("S"))
+            array = np.moveaxis(array, [axes.index("Y"), axes.index("X")], [-2, -1])
+            bands.append(array.reshape(-1, *array.shape[-2:]))
+    return np.concatenate(bands) if len(bands) > 1 else bands[0]
+
+
+def _set_channels(chw: np.ndarray, channels: int | None, path: Path) -> np.ndarray:
+    """``chw`` with ``channels`` bands: None keeps them; 1 -> 3 repeats grey, 3 -> 1 takes luma; else DataError."""
+    bands = chw.shape[0]
+    if channels is None or bands == channels:
         return chw
-    if channels == 3:  # gray -> RGB
+    if bands == 1 and channels == 3:
         return np.repeat(chw, 3, axis=0)
-    return np.tensordot(_LUMA, chw, axes=1)[None].astype(np.float32)
+    if bands == 3 and channels == 1:
+        return np.tensordot(_LUMA, chw, axes=1)[None].astype(np.float32)
+    raise DataError(
+        f"image {path} has {bands} bands but DATASET_CONFIG.channels is {channels}: set it to {bands} "
+        f"(or None to keep each file's bands) and MODEL_CONFIG.in_channels to match"
+    )
 
 
-def _load_pil(path: Path, channels: int) -> np.ndarray:
-    """Decode a PNG/JPEG into float32 [C, H, W] in [0, 1]."""
+def _pil_image(img: Image.Image, channels: int | None) -> np.ndarray:
+    """A PNG/JPEG as float32 [C, H, W]: 8-bit as grey or RGB (alpha dropped), 16-bit and float as 1 band."""
+    if img.mode in _PIL_16BIT_MODES:
+        return np.clip(np.asarray(img).astype(np.float32) / 65535.0, 0.0, 1.0)[None]
+    if img.mode == "F":
+        return np.asarray(img, dtype=np.float32)[None]
+    # PIL's own luma when one band is asked for (as before), else grey stays grey and the rest is RGB (HxW or HxWxC).
+    grey = channels == 1 or (channels is None and img.mode in ("1", "L", "LA", "La"))
+    return np.moveaxis(_scale(np.atleast_3d(np.asarray(img.convert("L" if grey else "RGB")))), -1, 0)
+
+
+def _pil_mask(img: Image.Image) -> np.ndarray:
+    """A PNG/JPEG mask's raw values [M, H, W]: palette indices, grey, 16-bit, float or RGB (alpha dropped)."""
+    if img.mode == "PA":  # palette with alpha: the indices are the labels
+        img = img.getchannel(0)
+    elif img.mode in ("LA", "La"):
+        img = img.convert("L")
+    elif img.mode not in _PIL_MASK_MODES:  # RGBA, CMYK, YCbCr...: alpha is transparency, not label
+        img = img.convert("RGB")
+    return np.moveaxis(np.atleast_3d(np.asarray(img)), -1, 0)  # PIL's HxW or HxWxC
+
+
+def _decode(path: Path, pil: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
+    """Decode ``path`` to [bands, H, W]: .npy and TIFF here, PNG/JPEG through ``pil``."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return _npy_chw(np.load(path, allow_pickle=False))
+    if suffix in _TIFF_EXTENSIONS:
+        return _tiff_chw(path)
     with Image.open(path) as img:
         img.load()  # decode now, inside the caller's error handling, so truncated files fail here
-        if img.mode in _PIL_16BIT_MODES:
-            chw = (np.asarray(img).astype(np.float32) / 65535.0)[None]
-            return np.clip(_set_channels(chw, channels), 0.0, 1.0)
-        if img.mode == "F":
-            return _set_channels(np.asarray(img, dtype=np.float32)[None], channels)
-        rgb_or_gray = img.convert("L" if channels == 1 else "RGB")
-        return _to_chw(_scale(np.asarray(rgb_or_gray)))
+        return pil(img)
 
 
-def read_image(path: str | Path, channels: int = 1) -> np.ndarray:
-    """Read a PNG, JPEG or .npy image as float32 ``[channels, H, W]`` scaled to [0, 1].
+def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
+    """Read a PNG, JPEG, TIFF or .npy image as float32 ``[C, H, W]``.
 
-    uint8 data is divided by 255 and uint16 by 65535; float .npy arrays are kept as they are. A .npy array may be
-    HxW, HxWxC or CxHxW with C in (1, 3). Gray inputs are repeated to 3 channels and colour inputs are reduced to
-    luma when ``channels`` asks for it.
+    uint8 data is divided by 255, uint16 by 65535; float data (TIFF, .npy, PIL mode F) is kept as it is, NaN too.
+    TIFF bands are its pages or samples; a 3-D .npy is HxWxC or CxHxW (the smaller of the first and last sizes is
+    the band axis; a tie is HxWxC). PNG/JPEG alpha is dropped. ``channels`` None keeps the file's bands; 1 and 3
+    turn grey into RGB (repeated) and RGB into grey (luma).
 
     Raises:
-        DataError: ``cannot read image <path>: <reason>`` for a missing, corrupt, truncated or unsupported file.
+        DataError: ``cannot read image <path>: <reason>`` for a missing, corrupt, truncated or unsupported file;
+            ``image <path> has <n> bands but DATASET_CONFIG.channels is <c>`` for any other band mismatch.
+        ValueError: ``channels`` neither None nor an int >= 1.
     """
     path = Path(path)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+        raise ValueError(f"channels must be None or an int >= 1, got {channels!r}")
     try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-            image = _set_channels(_to_chw(_scale(array)), channels)
-        else:
-            image = _load_pil(path, channels)
+        image = _scale(_decode(path, lambda img: _pil_image(img, channels)))
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
-    return np.ascontiguousarray(image, dtype=np.float32)
+    return np.ascontiguousarray(_set_channels(image, channels, path), dtype=np.float32)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a PNG, JPEG or .npy mask as float32 ``[1, H, W]`` holding 0 or 1 (any value > 0 becomes 1).
+    """Read a PNG, JPEG, TIFF or .npy mask as its raw values ``[M, H, W]``, int64 (integer or bool data) or float32.
 
-    Colour masks count a pixel as foreground when any channel is non-zero.
+    Nothing is thresholded (utils/data/targets.py encodes values into classes). M is 1 for grey, 16-bit and palette
+    masks (a palette PNG gives its indices, not its colours), 3 for RGB colour masks (alpha dropped), K for a K-band
+    TIFF or .npy.
 
     Raises:
         DataError: ``cannot read mask <path>: <reason>`` for a missing, corrupt, truncated or unsupported file.
     """
     path = Path(path)
     try:
-        if path.suffix.lower() == ".npy":
-            array = _to_chw(np.load(path, allow_pickle=False))
-        else:
-            with Image.open(path) as img:
-                img.load()
-                # Alpha is transparency, not label: with it a colour mask would be all foreground.
-                if img.mode not in ("1", "L", "P", "F", *_PIL_16BIT_MODES):
-                    img = img.convert("RGB")
-                array = _to_chw(np.asarray(img))
-        if array.shape[0] == 4:  # RGBA .npy: same reason
-            array = array[:3]
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise ValueError(f"unsupported dtype {array.dtype}")
+        array = _decode(path, _pil_mask)
+        if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
+            return np.ascontiguousarray(array, dtype=np.int64)
+        if np.issubdtype(array.dtype, np.floating):
+            return np.ascontiguousarray(array, dtype=np.float32)
+        raise ValueError(f"unsupported dtype {array.dtype}")
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read mask {path}: {exc}") from exc
-    return np.ascontiguousarray((array > 0).any(axis=0, keepdims=True), dtype=np.float32)
 
 
-def image_size(path: Path, kind: str) -> tuple[int, int]:
-    """Height and width of an image file from its header only (PIL opens lazily; .npy is memory-mapped)."""
+def image_size(path: str | Path, kind: str) -> tuple[int, int]:
+    """Height and width of a file from its header only (PIL lazily, .npy memory-mapped, TIFF series shape/axes).
+
+    Raises:
+        DataError: ``cannot read <kind> <path>: <reason>`` for a missing, corrupt or unsupported file.
+    """
+    path = Path(path)
     try:
-        if path.suffix.lower() == ".npy":
-            return _npy_hw(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            return _npy_chw(np.load(path, mmap_mode="r", allow_pickle=False)).shape[1:]
+        if suffix in _TIFF_EXTENSIONS:
+            with tifffile.TiffFile(path) as tif:
+                series = _tiff_series(tif)[0]
+                return series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")]
         with Image.open(path) as img:
             width, height = img.size
             return height, width
