@@ -17,6 +17,7 @@ def grid(*rows: list, dtype=torch.int64) -> torch.Tensor:
 
 def test_binary_any_nonzero_channel_is_foreground():
     encoder = MaskEncoder("binary", 1)
+    assert MaskEncoder("binary", 2)(grid([0, 255]), "m").tolist() == [[[0.0, 1.0]]]  # 2 classes: the same
     for mask in (grid([0, 255], [255, 0]), grid([0, 1], [1, 0]), grid([0.0, 0.5], [1.0, 0.0], dtype=torch.float32)):
         target = encoder(mask, "m.png")
         assert target.dtype == torch.float32 and target.shape == (1, 2, 2)
@@ -106,7 +107,7 @@ def test_multilabel_channels():
     ("args", "words"),
     [
         (("segmentation", 2), "TASK must be one of"),
-        (("binary", 2), "exactly 1"),
+        (("binary", 3), "1 .the foreground. or 2"),
         (("multiclass", 1), "at least 2"),
         (("multiclass", 3, {0: 0, 128: 3}), "not a class index 0..2"),
         (("binary", 1, {0: 0, 255: 2}), "not a class index 0..1"),

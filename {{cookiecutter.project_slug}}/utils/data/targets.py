@@ -74,7 +74,8 @@ class MaskEncoder:
 
     Args:
         task: "binary", "multiclass" or "multilabel".
-        num_classes: K = len(CLASSES); 1 for binary (the foreground), >= 2 for multiclass, >= 1 for multilabel.
+        num_classes: K = len(CLASSES): >= 2 for multiclass, >= 1 for multilabel; binary takes 1 (the foreground)
+            or 2 (background, foreground), the same either way.
         mask_values: MASK_VALUES, {mask value or (r, g, b) colour: class index}, for binary (class 0 or 1) and
             multiclass (class 0..K-1) masks; keys may be strings ("128", "255,0,0"). Every value a mask holds must
             then be a key (or ``ignore_index``). None: binary any channel > 0 is foreground, multiclass masks hold
@@ -98,9 +99,10 @@ class MaskEncoder:
         if task not in TASKS:
             raise ValueError(f"TASK must be one of {', '.join(TASKS)}, got {task!r}")
         minimum = {"binary": 1, "multiclass": 2, "multilabel": 1}[task]
-        if not _is_int(num_classes) or num_classes < minimum or (task == "binary" and num_classes != 1):
-            wanted = "exactly 1 (the foreground)" if task == "binary" else f"at least {minimum}"
-            raise ValueError(f"a {task} task needs {wanted} class name in CLASSES, got {num_classes!r} classes")
+        # binary: 1 (CLASSES names the foreground) or 2 (background and foreground) describe the same two values
+        if not _is_int(num_classes) or num_classes < minimum or (task == "binary" and num_classes > 2):
+            wanted = "1 (the foreground) or 2" if task == "binary" else f"at least {minimum}"
+            raise ValueError(f"a {task} task needs {wanted} classes, got {num_classes!r}")
         if task == "multilabel" and mask_values:
             raise ValueError("MASK_VALUES does not apply to multilabel masks (one channel per class, > 0 is set)")
         if ignore_index is not None and task != "multiclass":
