@@ -113,7 +113,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         config["EPOCHS"] = args.epochs
     if args.init_from is not None:
         config["INIT_FROM"] = args.init_from
-    routine = args.routine or config.get("ROUTINE", ROUTINES[0])
+    # A --config file that names no ROUTINE takes config/train_config.py's, as it does every key it leaves out.
+    routine = args.routine or config.get("ROUTINE") or load_config(None)["ROUTINE"]
     if routine not in ROUTINES:
         raise ConfigError(f"routine {routine!r} is not in this project; available: {', '.join(ROUTINES)}")
     return config, routine

@@ -11,11 +11,11 @@ from utils.data.synthetic import SyntheticShapes
 TRAIN_CONFIG = {
     "SESSION_NAME": "unet_shapes_multiclass",
     "TASK": "multiclass",
-    # Channel 0 is the background; each shape's class follows its kind (utils/data/synthetic.py).
-    "CLASSES": ["background", "round", "angular"],
+    # Channel 0 is the background; class 1 holds the circles and triangles, class 2 the rectangles.
+    "CLASSES": ["background", "circle_triangle", "rectangle"],
     "MODEL_CONFIG": {"in_channels": 4, "out_channels": 3, "base_channels": 16, "depth": 3},
     "DATASET": SyntheticShapes,
     "DATASET_CONFIG": {"n_samples": 640, "size": 64, "channels": 4, "num_classes": 3, "seed": 0},
     "LOSS_CONFIG": {"class_weights": [0.5, 1.0, 1.0]},  # the background is most pixels: weigh it less
-    "CHECKPOINT_METRIC": "val_dice",  # the mean over the three classes; or e.g. "val_dice_angular"
+    "CHECKPOINT_METRIC": "val_dice",  # the mean over the three classes; or e.g. "val_dice_rectangle"
 }

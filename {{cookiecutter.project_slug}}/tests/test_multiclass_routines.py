@@ -45,7 +45,7 @@ def test_three_classes_four_bands_agree_across_routines(
         model, bands = predict.load_model(result.weight_dir / "best.pt", torch.device("cpu"))
         assert bands == 4 and model(torch.zeros(1, 4, 32, 32)).shape == (1, 3, 32, 32)
 
-    classes = ["background", "round", "angular"]
+    classes = ["background", "circle_triangle", "rectangle"]
     columns = [f"val_dice_{name}" for name in classes]
     reference = histories[ROUTINES[0]]
     assert set(columns) | {"val_dice", "val_iou"} <= set(reference.columns)
