@@ -171,7 +171,7 @@ def test_help_lists_every_config_key(capsys: pytest.CaptureFixture) -> None:
     [
         ("OPTIMIZER_CONFIG.betas=3", "OPTIMIZER=AdamW does not take OPTIMIZER_CONFIG"),
         ("OPTIMIZER_CONFIG.lr=-1", "Invalid learning rate"),
-        ("MODEL_CONFIG.out_channels=2", "error: sanity check 'output shape' failed"),
+        ("MODEL_CONFIG.out_channels=2", "error: sanity check 'output channels' failed"),
     ],
 )
 def test_arguments_the_model_or_a_class_refuses_are_one_line_errors_before_anything_is_written(

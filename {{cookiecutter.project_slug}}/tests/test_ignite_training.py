@@ -57,8 +57,15 @@ def foreground_share(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 
 def broken_metric(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """A metric that fails."""
+    """A metric that passes the sanity check (a training batch: the model in eval mode, before any step) and fails
+    in the evaluator."""
+    if not BROKEN_METRIC_CALLS:
+        BROKEN_METRIC_CALLS.append(1)
+        return (logits * 0).mean() + target.float().mean()
     raise BoomError("metric")
+
+
+BROKEN_METRIC_CALLS: list[int] = []
 
 
 def test_trainer_averages_the_epoch_loss_over_samples_with_a_short_last_batch(
@@ -141,6 +148,7 @@ def test_an_error_in_the_trainer_reaches_the_caller_unchanged_and_marks_the_run(
 
 
 def test_an_error_in_the_evaluator_marks_the_run_failed(tiny_config: dict, global_config: GlobalConfig) -> None:
+    BROKEN_METRIC_CALLS.clear()
     tiny_config.update(EPOCHS=1, METRICS={"broken": broken_metric}, CHECKPOINT_METRIC="val_loss")
     with pytest.raises(BoomError, match="metric"):
         ignite_training.train(tiny_config, global_config)

@@ -155,7 +155,7 @@ def test_lr_find_is_refused_by_this_routine(tiny_config: dict, global_config: Gl
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"MODEL_CONFIG": {"out_channels": 2, "base_channels": 4, "depth": 2}}, "sanity check 'output shape' failed"),
+        ({"MODEL_CONFIG": {"out_channels": 2, "base_channels": 4, "depth": 2}}, "sanity check 'output channels' failed"),
         ({"LOSS": nan_loss}, "sanity check 'finite loss' failed"),
     ],
 )
@@ -182,7 +182,7 @@ def test_sanity_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> 
     model = Drifting(**config["MODEL_CONFIG"])
     images, masks = torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)
     with pytest.raises(SanityCheckError, match="sanity check 'save/load round trip' failed"):
-        sanity_checks(config, model, images, masks, dice_bce, torch.device("cpu"))
+        sanity_checks(config, model, images, masks, dice_bce, {}, torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -67,8 +67,12 @@ CASES = {
     "dotted name": Case(("--set", "MODEL=foo.Bar"), ("cannot import 'foo.Bar'",)),
     "absent device": Case(("--set", "DEVICE=cuda:99"), ("cuda",)),
     "metric not logged": Case(("--set", "CHECKPOINT_METRIC=val_foo"), ("val_foo", "not logged")),
-    "images too small": Case(
-        ("--set", "DATASET_CONFIG.size=8", "--set", "MODEL_CONFIG.depth=6"), ("sanity check", "divisible")
+    "bands": Case(("--set", "MODEL_CONFIG.in_channels=3"), ("sanity check 'bands'", "in_channels")),
+    "classes": Case(("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']"), ("out_channels=3",)),
+    "mask values": Case(
+        (*FOLDER, "--set", "TASK='multiclass'", "--set", "CLASSES=['a','b']", "--set", "MODEL_CONFIG.out_channels=2"),
+        ("255", "MASK_VALUES"),
+        setup=lambda tmp, *_: write_images(tmp / "set", 10),
     ),
     "config: no file": Case(("--config", "{tmp}/nothere.py"), ("--config", "no such file")),
     "config: syntax": Case(("--config", "{tmp}/c.py"), ("--config", "line 1", "SyntaxError"), {"c.py": "X = {\n"}),

@@ -35,13 +35,14 @@ def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     groups = np.array(group_names(dataset, config["VAL_GROUPS"]))
     names = sorted(set(groups))
     order = [names[i] for i in torch.randperm(len(names), generator=generator).tolist()]
-    # Whole groups, in a seeded order, until the validation set holds VAL_FRACTION of the samples.
+    # Whole groups in a seeded order, each taken while the validation set stays within VAL_FRACTION of the samples
+    # (the first one in any case).
     val_groups, n_val = set(), 0
     for name in order:
-        if n_val >= fraction * len(dataset):
-            break
-        val_groups.add(name)
-        n_val += int((groups == name).sum())
+        size = int((groups == name).sum())
+        if not val_groups or n_val + size <= fraction * len(dataset):
+            val_groups.add(name)
+            n_val += size
     is_val = np.isin(groups, list(val_groups))
     if is_val.all() or not is_val.any():
         raise ConfigError(f"VAL_GROUPS found {len(names)} group(s): too few to split off VAL_FRACTION={fraction}")
