@@ -107,6 +107,7 @@ def test_twelve_bands_train_from_npy_and_tiff(suffix: str, tmp_path: Path, tiny_
     assert stats["method"] == "meanstd" and len(stats["mean"]) == 12
 
 
+@pytest.mark.slow
 def test_nan_no_data_pixels_count_in_no_loss_or_metric(tmp_path: Path, tiny_config: dict,
                                                         global_config: GlobalConfig) -> None:
     root = write_pairs(tmp_path / "set", [(32, 32)] * 8, suffix=".npy")
@@ -133,6 +134,7 @@ def test_val_groups_keep_each_scene_on_one_side(tmp_path: Path, tiny_config: dic
     assert len(val_set) == 4  # one scene of four tiles: VAL_FRACTION 0.25 of 20 tiles
 
 
+@pytest.mark.slow
 def test_init_from_loads_matching_layers_and_computes_its_own_statistics(
     tmp_path: Path, tiny_config: dict, global_config: GlobalConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -157,3 +159,19 @@ def test_init_from_loads_matching_layers_and_computes_its_own_statistics(
     config.update(NORMALIZATION="init")
     kept = TRAIN(config, global_config)
     assert load_checkpoint(kept.weight_dir / "last.pt")["normalization"] == before["normalization"]
+
+
+def test_patches_train_on_larger_and_mixed_size_images(tmp_path: Path, tiny_config: dict,
+                                                       global_config: GlobalConfig) -> None:
+    root = write_pairs(tmp_path / "set", [(64, 64), (96, 80), (20, 24)] * 3)  # the last ones padded up to the patch
+    config = folder_config(tiny_config, root, PATCH_SIZE=32, PATCH_FOREGROUND=0.5)
+    result = TRAIN(config, global_config)
+    assert result.status == "completed" and np.isfinite(history(result)["val_dice"]).all()
+
+
+def test_init_from_on_the_command_line_sets_the_key() -> None:
+    from train import build_parser  # pylint: disable=import-outside-toplevel
+    from config.overrides import resolve_config  # pylint: disable=import-outside-toplevel
+
+    config, _ = resolve_config(build_parser().parse_args(["--init-from", "weights/run/best.pt"]))
+    assert config["INIT_FROM"] == "weights/run/best.pt"
