@@ -1,8 +1,11 @@
-"""Predict masks: ``python predict.py -i IMAGES... -o OUTDIR [--weights best.pt]``.
+"""Predict masks: ``python predict.py -i IMAGES... -o OUTDIR [--weights best.pt] [--tile 512] [--probabilities]``.
 
-Inputs are files, folders or glob patterns (PNG, JPG, .npy). Each image gives ``OUTDIR/<stem>.png``, a binary mask
-(0 or 255). The model is rebuilt from the checkpoint's own config, so a checkpoint of any routine works; by default
-it is best.pt of the latest run in WEIGHT_DIR.
+Inputs are files, folders or glob patterns (PNG, JPEG, TIFF, .npy) of any size. Each image gives ``OUTDIR/<stem>.png``:
+0/255 for a binary model, class indices for a multi-class one (``<stem>.tif`` for TIFF inputs and for multi-label
+models, one 0/255 band per label); ``--probabilities`` adds ``<stem>_prob.tif`` (float32, one band per class). A
+georeferenced TIFF gives GeoTIFFs with its CRS and transform when rasterio is installed. Large images are predicted
+in overlapping tiles, blended, so that memory follows the image and not the network. The model is rebuilt from the
+checkpoint's own config with its normalisation; by default it is best.pt of the latest run in WEIGHT_DIR.
 """
 
 import argparse
@@ -11,17 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch import nn
-
 from config.device import DeviceError, get_device
 from config.paths import get_global_config
-from config.serialize import from_jsonable
-from training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from training.checkpoint import CheckpointError, find_checkpoint
 from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image
+from utils.prediction import load_model, load_predictor, output_names, predict_mask, write_outputs
+from utils.tiling import sliding_window, tile_for
+
+__all__ = ["find_inputs", "load_model", "main", "output_folder", "predict_mask"]
 
 
 def find_inputs(patterns: list[str]) -> list[Path]:
@@ -43,55 +43,25 @@ def find_inputs(patterns: list[str]) -> list[Path]:
     return sorted(found)
 
 
-def load_model(weights: Path, device: torch.device) -> tuple[nn.Module, int]:
-    """Rebuild the model of a checkpoint from its own config and load its weights; also returns its input bands.
+def output_folder(output: str, inputs: list[Path], names: dict[Path, list[str]] | None = None) -> Path:
+    """The folder for the outputs, created; refused when it is a file or an output would overwrite an input or
+    another output. ``names``: the files each input writes (default ``<stem>.png``).
 
     Raises:
-        CheckpointError: the checkpoint cannot be read, or its model cannot be rebuilt from its config.
-    """
-    checkpoint = load_checkpoint(weights, map_location=device)
-    try:
-        config = from_jsonable({key: checkpoint["config"][key] for key in ("MODEL", "MODEL_CONFIG")})
-        model = config["MODEL"](**config["MODEL_CONFIG"])
-        model.load_state_dict(checkpoint["model"])
-    except (ImportError, TypeError, ValueError, RuntimeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{weights}: cannot rebuild its model ({message})") from None
-    return model.to(device).eval(), int(config["MODEL_CONFIG"].get("in_channels", 1))
-
-
-@torch.no_grad()
-def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, threshold: float = 0.5) -> np.ndarray:
-    """Binary mask (H, W, uint8 0/255) of one [C, H, W] image; padded to the model's size divisor and cropped back."""
-    tensor = torch.from_numpy(image)[None].to(device)
-    height, width = tensor.shape[-2:]
-    divisor = int(getattr(model, "divisor", 1))
-    pad_h, pad_w = -height % divisor, -width % divisor
-    if pad_h or pad_w:
-        # Reflect rather than zero-pad: a black border would look like background and bias the edges.
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        tensor = F.pad(tensor, (0, pad_w, 0, pad_h), mode=mode)
-    probabilities = torch.sigmoid(model(tensor))[0, 0, :height, :width]
-    return ((probabilities > threshold).cpu().numpy() * 255).astype(np.uint8)
-
-
-def output_folder(output: str, inputs: list[Path]) -> Path:
-    """The folder for the masks, created; refused when it is a file or a mask would overwrite an input.
-
-    Raises:
-        DataError: the folder cannot be used, or two inputs would give the same mask name, or a mask would replace
-            an input (the masks go to ``<stem>.png``, which may be an input image itself).
+        DataError: the folder cannot be used, or two inputs would write the same file, or an output would replace
+            an input (e.g. ``<stem>.png`` in the input's own folder).
     """
     folder = Path(output)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"-o {output} is a file, not a folder; choose a folder for the masks")
-    masks: dict[Path, Path] = {}
+    written: dict[Path, Path] = {}
     for path in inputs:
-        mask = (folder / f"{path.stem}.png").resolve()
-        if mask in masks:
-            raise DataError(f"{masks[mask]} and {path} would both write {mask.name}; predict them into two folders")
-        masks[mask] = path
-    overwritten = sorted(set(masks) & {path.resolve() for path in inputs})
+        for name in (names or {}).get(path, [f"{path.stem}.png"]):
+            target = (folder / name).resolve()
+            if target in written:
+                raise DataError(f"{written[target]} and {path} would both write {name}; predict them into two folders")
+            written[target] = path
+    overwritten = sorted(set(written) & {path.resolve() for path in inputs})
     if overwritten:
         raise DataError(f"-o {output}: a mask would overwrite the input {overwritten[0]}; choose another folder")
     try:
@@ -107,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("-i", "--input", nargs="+", required=True, help="image files, folders or glob patterns")
-    parser.add_argument("-o", "--output", required=True, help="folder for the PNG masks (created)")
+    parser.add_argument("-o", "--output", required=True, help="folder for the masks (created)")
     parser.add_argument(
         "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
     )
@@ -115,15 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="probability above which a pixel is foreground (default: 0.5)"
     )
+    parser.add_argument("--tile", type=int, default=512, help="tile side in pixels; 0: whole images (default: 512)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, a fraction (default: 0.25)")
+    parser.add_argument("--probabilities", action="store_true", help="also write <stem>_prob.tif (float32)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-locals  # one loop, read top to bottom
+    """Entry point; returns the process exit status: 0, 1 when some inputs could not be read, 2 on an error."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0.0 < args.threshold < 1.0:  # also refuses nan: every mask would be empty or full
         parser.error(f"--threshold must be a probability between 0 and 1 (exclusive), got {args.threshold}")
+    if args.tile < 0 or not 0.0 <= args.overlap < 1.0:  # the second refuses nan too
+        parser.error(f"--tile must be >= 0 and --overlap in [0, 1), got {args.tile} and {args.overlap}")
+    written = 0
     try:
         inputs = find_inputs(args.input)
         device = get_device(args.device)
@@ -131,18 +107,34 @@ def main(argv: list[str] | None = None) -> int:
             weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
         except CheckpointError as err:
             raise CheckpointError(f"--weights {err}" if args.weights else f"{err} (or pass --weights)") from None
-        model, channels = load_model(weights, device)
-        output = output_folder(args.output, inputs)
+        predictor = load_predictor(weights, device)
+        divisor = int(getattr(predictor.model, "divisor", 1))
+        if args.tile % divisor:
+            raise DataError(
+                f"--tile {args.tile} is not a multiple of the model's {divisor}: use {tile_for(args.tile, divisor)}"
+            )
+        names = {path: output_names(path, predictor.task, args.probabilities) for path in inputs}
+        output = output_folder(args.output, inputs, names)
         for path in inputs:
-            mask = predict_mask(model, read_image(path, channels), device, args.threshold)
-            Image.fromarray(mask).save(output / f"{path.stem}.png")
+            try:
+                image = read_image(path, predictor.channels)
+            except DataError as err:  # one bad file among many: say so, predict the others, exit 1 at the end
+                print(f"error: {err}", file=sys.stderr)
+                continue
+            logits = sliding_window(predictor.model, predictor.prepare(image), args.tile, args.overlap, divisor)
+            del image
+            write_outputs([output / name for name in names[path]], logits, predictor.task, args.threshold, path)
+            written += 1
     except (DataError, DeviceError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder made read-only meanwhile: the machine's, not the code's
         print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
         return 2
-    print(f"{len(inputs)} mask(s) written to {output} with {weights}")
+    if written < len(inputs):
+        print(f"{written} of {len(inputs)} mask(s) written to {output} with {weights}")
+        return 1
+    print(f"{written} mask(s) written to {output} with {weights}")
     return 0
 
 

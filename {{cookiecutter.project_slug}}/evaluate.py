@@ -1,0 +1,101 @@
+"""Evaluate a checkpoint on a labelled folder: ``python evaluate.py --data FOLDER [--weights CKPT|RUN] [--tile N]``.
+
+FOLDER holds images/ and masks/ as a training folder does (utils/data/folder.py); masks are read with the run's
+task, classes, MASK_VALUES and IGNORE_INDEX, images with its bands, normalisation and no-data value. The tables go to
+``LOG_DIR/<run>/evaluation/<NAME>/`` (NAME: --name, default the folder's name): per_image.csv (dice and IoU per image
+and class), summary.csv (per class and their mean: the mean over images, and pooled over all pixels), confusion.csv
+and confusion.png (not for multi-label models). By default whole images are predicted the way validation does, so
+the run's validation folder gives the figures of history.csv; ``--tile N`` predicts by overlapping tiles as
+predict.py does and says how far the means move.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from config.device import DeviceError, get_device
+from config.paths import get_global_config
+from config.serialize import from_jsonable
+from training.checkpoint import CheckpointError, find_checkpoint
+from utils.data.images import DataError
+from utils.evaluation import evaluate_tiled, evaluate_whole, samples_of, tables, write_tables
+from utils.files import safe_name
+from utils.prediction import load_predictor
+from utils.tiling import tile_for
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of evaluate.py."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
+    parser.add_argument("--data", required=True, help="a labelled folder with images/ and masks/")
+    parser.add_argument(
+        "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
+    )
+    parser.add_argument("--tile", type=int, default=0, help="tile side in pixels; 0: whole images (default)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, a fraction (default: 0.25)")
+    parser.add_argument("--name", default=None, help="sub-folder of the results (default: the folder's name)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
+    return parser
+
+
+def evaluate(args: argparse.Namespace) -> Path:
+    """Evaluate as the arguments say; the folder of the tables.
+
+    Raises:
+        DataError, CheckpointError, DeviceError, ValueError: a bad folder, mask, checkpoint, device or class mapping.
+    """
+    device = get_device(args.device)
+    global_config = get_global_config()
+    try:
+        weights = find_checkpoint(args.weights or "latest", global_config, "best.pt")
+    except CheckpointError as err:
+        raise CheckpointError(f"--weights {err}" if args.weights else f"{err} (or pass --weights)") from None
+    predictor = load_predictor(weights, device)
+    if args.tile % predictor.divisor:
+        raise DataError(
+            f"--tile {args.tile} is not a multiple of the model's {predictor.divisor}: "
+            f"use {tile_for(args.tile, predictor.divisor)}"
+        )
+    folder, samples = samples_of(predictor, args.data)
+    loader_config = from_jsonable(predictor.config.get("DATA_LOADER_CONFIG") or {"batch_size": 1})
+    whole = evaluate_whole(predictor, samples, loader_config)
+    scores = evaluate_tiled(predictor, samples, args.tile, args.overlap) if args.tile else whole
+    name = safe_name(args.name or Path(args.data).resolve().name)
+    output = global_config.LOG_DIR / predictor.run_name / "evaluation" / name
+    write_tables(output, tables(scores, [Path(image).name for image, _ in folder.pairs], predictor.classes))
+    means = scores.means()
+    print(f"{len(samples)} image(s) of {args.data} with {weights}:")
+    for metric, value in means.items():
+        line = f"  {metric} {value:.4f} (mean over images and classes)"
+        if args.tile:
+            line += f"; tiled by {args.tile} minus whole images: {value - whole.means()[metric]:+.6f}"
+        print(line)
+    print(f"tables in {output}")
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status (2 on an error, with one line)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.tile < 0 or not 0.0 <= args.overlap < 1.0:  # the second refuses nan too
+        parser.error(f"--tile must be >= 0 and --overlap in [0, 1), got {args.tile} and {args.overlap}")
+    try:
+        with torch.no_grad():
+            evaluate(args)
+    except (DataError, DeviceError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # MASK_VALUES / IGNORE_INDEX that do not fit the task: the run's config, not the data
+        print(f"error: the checkpoint's classes: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+        print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

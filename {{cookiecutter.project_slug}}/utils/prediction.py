@@ -1,0 +1,187 @@
+"""What predict.py and evaluate.py share: a checkpoint's model with what it was trained on (task, classes, bands,
+normalisation, no-data value), images prepared as training prepared them, and label maps and probabilities written as
+PNG, TIFF or GeoTIFF.
+
+Checkpoints written before tasks and normalisation existed hold neither: they are binary, class "foreground", with
+no normalisation and no no-data value, as they were trained.
+"""
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+from torch import nn
+
+from config.serialize import from_jsonable
+from training.checkpoint import CheckpointError, load_checkpoint
+from utils.data.normalization import invalid_pixels, normalize
+from utils.metrics import predicted_labels, probabilities
+from utils.tiling import sliding_window
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+CHUNK_ROWS = 512  # label maps and probabilities are computed this many rows at a time: int64 labels of a whole
+# 6000x4000 scene alone would take 192 MB
+
+
+@dataclass
+class Predictor:
+    """A checkpoint's model in eval mode and what its run was trained with (``config``: the checkpoint's, as saved)."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    stats: dict[str, Any] | None
+    run_name: str
+
+    @property
+    def task(self) -> str:
+        """binary, multiclass or multilabel (binary for checkpoints older than tasks)."""
+        return str(self.config.get("TASK", "binary"))
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names, one per output channel (binary: the foreground's)."""
+        return list(self.config.get("CLASSES") or ["foreground"])
+
+    @property
+    def in_channels(self) -> int:
+        """The bands the model takes."""
+        return int(self.config["MODEL_CONFIG"].get("in_channels", 1))
+
+    @property
+    def channels(self) -> int:
+        """The bands images are read with: the run's DATASET_CONFIG channels, else the model's (a 1- or 3-band
+        model converts grey and colour files as training's reader did; other counts must match the file)."""
+        return int((self.config.get("DATASET_CONFIG") or {}).get("channels") or self.in_channels)
+
+    @property
+    def divisor(self) -> int:
+        """What the model's input sides must divide by (1 for a model without ``divisor``)."""
+        return int(getattr(self.model, "divisor", 1))
+
+    @property
+    def nodata(self) -> float | None:
+        """The image value that means no data (NaN always does), or None."""
+        return self.config.get("NODATA")
+
+    def prepare(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """An image as read ``[C, H, W]`` -> ``[1, C, H, W]`` float32 as training saw it: normalised with the run's
+        statistics, no-data pixels 0 after normalisation (NaN would spread through every tile it touches)."""
+        raw = torch.as_tensor(image, dtype=torch.float32)
+        invalid = invalid_pixels(raw, self.nodata)
+        prepared = normalize(raw, self.stats)
+        if invalid.any():
+            prepared = prepared.clone() if prepared is raw else prepared
+            prepared[:, invalid] = 0.0
+        return prepared[None]
+
+
+def load_predictor(weights: Path, device: torch.device) -> Predictor:
+    """Rebuild the model of a checkpoint from its own config and load its weights, on ``device``, in eval mode.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read, or its model cannot be rebuilt from its config.
+    """
+    checkpoint = load_checkpoint(weights, map_location=device)
+    try:
+        config = from_jsonable({key: checkpoint["config"][key] for key in ("MODEL", "MODEL_CONFIG")})
+        model = config["MODEL"](**config["MODEL_CONFIG"])
+        model.load_state_dict(checkpoint["model"])
+    except (ImportError, TypeError, ValueError, RuntimeError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{weights}: cannot rebuild its model ({message})") from None
+    run_name = str(checkpoint.get("run_name") or weights.resolve().parent.name)
+    return Predictor(model.to(device).eval(), checkpoint["config"], checkpoint.get("normalization"), run_name)
+
+
+def load_model(weights: Path, device: torch.device) -> tuple[nn.Module, int]:
+    """The model of a checkpoint (see :func:`load_predictor`) and the bands it takes."""
+    predictor = load_predictor(weights, device)
+    return predictor.model, predictor.in_channels
+
+
+def label_map(logits: torch.Tensor, task: str, threshold: float = 0.5) -> np.ndarray:
+    """Label map of logits ``[1, K, H, W]``: binary uint8 ``[H, W]`` 0/255; multiclass ``[H, W]`` class indices
+    (uint8, uint16 beyond 256 classes); multilabel uint8 ``[K, H, W]`` 0/255."""
+    classes = logits.shape[1]
+    dtype = np.uint16 if task == "multiclass" and classes > 256 else np.uint8
+    scale = 1 if task == "multiclass" else 255
+    rows = []
+    for start in range(0, logits.shape[-2], CHUNK_ROWS):
+        labels = predicted_labels(logits[..., start : start + CHUNK_ROWS, :], task, threshold)[0]
+        rows.append((labels * scale).numpy().astype(dtype))
+    labels = np.concatenate(rows, axis=-2)
+    return labels if task == "multilabel" else labels[0]
+
+
+def probability_map(logits: torch.Tensor, task: str) -> np.ndarray:
+    """Float32 ``[K, H, W]`` probabilities (sigmoid, or softmax over classes) of logits ``[1, K, H, W]``."""
+    rows = [
+        probabilities(logits[..., start : start + CHUNK_ROWS, :], task)[0].numpy()
+        for start in range(0, logits.shape[-2], CHUNK_ROWS)
+    ]
+    return np.concatenate(rows, axis=-2).astype(np.float32, copy=False)
+
+
+def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, threshold: float = 0.5) -> np.ndarray:
+    """Binary mask (H, W, uint8 0/255) of one [C, H, W] image of a binary model, in one pass (padded to the
+    model's divisor and cropped back)."""
+    logits = sliding_window(model, torch.from_numpy(image)[None], None, device=device)
+    return label_map(logits, "binary", threshold)
+
+
+def output_names(path: Path, task: str, with_probabilities: bool) -> list[str]:
+    """The files predict writes for input ``path``: its label map (PNG; TIFF for TIFF inputs and for multilabel
+    maps, which have K bands) and, if asked, ``<stem>_prob.tif``."""
+    tiff = task == "multilabel" or path.suffix.lower() in TIFF_SUFFIXES
+    names = [f"{path.stem}{'.tif' if tiff else '.png'}"]
+    return [*names, f"{path.stem}_prob.tif"] if with_probabilities else names
+
+
+def georeference(path: Path) -> dict[str, Any] | None:
+    """The CRS and transform of a GeoTIFF when rasterio is installed (None for other files, or without them)."""
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        import rasterio  # pylint: disable=import-outside-toplevel  # optional: GeoTIFFs only
+    except ImportError:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(path) as source:
+                if source.crs is None and source.transform.is_identity:
+                    return None
+                return {"crs": source.crs, "transform": source.transform}
+    except rasterio.errors.RasterioError:
+        return None  # tifffile reads it, or says why not
+
+
+def write_array(path: Path, array: np.ndarray, geo: dict[str, Any] | None = None) -> None:
+    """Write ``array`` ``[H, W]`` or ``[K, H, W]``: a GeoTIFF with ``geo`` (rasterio), else TIFF (tifffile) or PNG
+    by the suffix. Raises OSError when the file cannot be written."""
+    if path.suffix.lower() == ".png":
+        Image.fromarray(array).save(path)
+    elif geo is not None:
+        import rasterio  # pylint: disable=import-outside-toplevel  # georeference() found it
+
+        bands = array.reshape(-1, *array.shape[-2:])
+        profile = {"driver": "GTiff", "count": len(bands), "dtype": bands.dtype.name, "compress": "deflate"}
+        with rasterio.open(path, "w", height=bands.shape[1], width=bands.shape[2], **profile, **geo) as target:
+            target.write(bands)
+    else:
+        compression = None if array.dtype.kind == "f" else "zlib"  # label maps shrink a hundredfold, noise does not
+        tifffile.imwrite(path, array, photometric="minisblack", compression=compression)
+
+
+def write_outputs(paths: list[Path], logits: torch.Tensor, task: str, threshold: float, source: Path) -> None:
+    """Write the label map of ``logits`` [1, K, H, W] to ``paths[0]`` and, with a second path, the probabilities;
+    GeoTIFFs with the georeferencing of ``source`` when it has one (see :func:`output_names`)."""
+    geo = georeference(source)
+    write_array(paths[0], label_map(logits, task, threshold), geo)
+    if len(paths) > 1:
+        write_array(paths[1], probability_map(logits, task), geo)
