@@ -5,6 +5,7 @@ DATASET -> mask encoded for TASK -> no-data pixels ignored -> normalised -> PATC
 (training only) -> batches padded to a common size that the model divides (utils/data/samples.py, transforms.py).
 """
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
 from config.serialize import ConfigError
+from training import distributed
 from training.build import instantiate
 from utils.data.folder import group_names
+from utils.data.images import DataError
 from utils.data.normalization import compute_statistics
 from utils.data.samples import SegmentationSamples
 from utils.data.targets import MaskEncoder
@@ -54,7 +57,11 @@ def normalization_statistics(config: dict[str, Any], train_set: Dataset, source:
     for ``init``), else computed on the training set (up to 256 samples, seeded)."""
     if source is not None:
         return source.get("normalization")
-    return compute_statistics(train_set, config["NORMALIZATION"], nodata=config["NODATA"], seed=config["SEED"])
+    # Rank 0 reads the samples and sends the figures: the files are read once, and every rank normalises alike.
+    compute = functools.partial(
+        compute_statistics, train_set, config["NORMALIZATION"], nodata=config["NODATA"], seed=config["SEED"]
+    )
+    return distributed.broadcast_object(distributed.on_rank_zero(compute, (DataError,)))
 
 
 def build_datasets(config: dict[str, Any], source: dict[str, Any] | None = None) -> tuple[Dataset, Dataset, Any]:

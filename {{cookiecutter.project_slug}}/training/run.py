@@ -7,6 +7,7 @@ processes train); ``run.raw_model`` is the bare module that is validated, checkp
 """
 
 import functools
+import math
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -202,6 +203,9 @@ class Run:  # pylint: disable=too-many-public-methods
         Every rank calls it with the same (reduced) values; rank 0's early-stopping decision goes to all ranks.
         """
         seconds = round(time.perf_counter() - self._epoch_started, 3)
+        for key, value in {"train_loss": train_loss, **val}.items():  # never a completed run with NaN figures
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{key} is {value} at epoch {epoch}")
         row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": self._epoch_lr, "seconds": seconds}
         best = self.is_better(val[self.config["CHECKPOINT_METRIC"]])
         if best:
