@@ -45,6 +45,8 @@ IN, OUT = ("-i", "{tmp}/images"), ("-o", "{tmp}/masks")
 CASES = {
     "threshold 1.5": Case((*IN, *OUT, "--threshold", "1.5"), ("--threshold", "between 0 and 1")),
     "threshold nan": Case((*IN, *OUT, "--threshold", "nan"), ("--threshold",)),
+    "tile not a multiple of the model's": Case((*IN, *OUT, "--tile", "30"), ("--tile 30", "multiple", "use 32")),
+    "overlap 1": Case((*IN, *OUT, "--overlap", "1"), ("--overlap in [0, 1)",)),
     "no input": Case(("-i", "{tmp}/nothere", *OUT), ("no such file, folder or match",)),
     "no image in input": Case(("-i", "{tmp}/notes.txt", *OUT), ("no images",), files={"notes.txt": b"x"}),
     "no such weights": Case((*IN, *OUT, "--weights", "nothere.pt"), ("nothere.pt", "neither a checkpoint")),
@@ -68,6 +70,11 @@ CASES = {
     "-o the input folder": Case((*IN, "-o", "{tmp}/images"), ("would overwrite the input",)),
     "two inputs, one mask name": Case(
         ("-i", "{tmp}/images", "{tmp}/0.png", *OUT), ("would both write 0.png",), files={"0.png": b""}
+    ),
+    "a label map and a probability map, one name": Case(
+        ("-i", "{tmp}/images", "{tmp}/0_prob.tif", *OUT, "--probabilities"),
+        ("would both write 0_prob.tif",),
+        files={"0_prob.tif": b""},
     ),
 }
 

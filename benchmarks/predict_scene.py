@@ -1,0 +1,223 @@
+"""Scene prediction: predict.py's tiled throughput and peak memory on large scenes, against one whole-image pass.
+
+Bakes the default project into a temporary folder and saves its default model, untrained (seeded: throughput and
+memory do not depend on the weights), in a checkpoint with per-band normalisation statistics. For each scene size
+(``--sizes``, default 1000x1000, 2500x2500 and 6000x4000) it writes a 16-bit grey PNG and runs ``predict.main``
+in a child process per pass, so that each peak is its own: tiled (``--tile``, ``--overlap``, Gaussian blending)
+and, where its activations fit (``--whole-limit``), one whole-image pass (``--tile 0``). Printed as a Markdown
+table per pass:
+
+- MP/s: megapixels per second of the prediction (read, normalise, infer, write the PNG), imports excluded;
+- peak GB: the child's peak resident memory (``ru_maxrss``); above imports: the part of it added by predicting;
+- scene GB: the scene's own arrays (the float32 image, the float32 logits and what MONAI stitches them with,
+  the uint8 label map): tiled memory should grow with these, never with the network's activations.
+
+Usage: ``python benchmarks/predict_scene.py --help`` for the options; ``--json FILE`` also writes the figures.
+Never imports torchvision or fastai.vision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from routine_overhead import cpu_model  # this script's folder is on sys.path
+
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+GB = 1e9
+WHOLE_GB_PER_MP = 0.37  # activations of one whole-image pass of the default U-Net, measured (issue 12)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--sizes", default="1000x1000,2500x2500,6000x4000", help="WxH scenes, comma-separated")
+    parser.add_argument("--tile", type=int, default=512, help="tile side (default: 512, predict.py's)")
+    parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap (default: 0.25, predict.py's)")
+    parser.add_argument(
+        "--base-channels", type=int, default=None, help="MODEL_CONFIG.base_channels (default: the config's)"
+    )
+    parser.add_argument("--depth", type=int, default=None, help="MODEL_CONFIG.depth (default: the config's)")
+    parser.add_argument(
+        "--whole-limit",
+        type=float,
+        default=4.0,
+        help="GB of activations up to which a whole-image pass is run (default: 4)",
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: 0, torch's own choice)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (default: cpu)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)  # project, weights, scene, tile, overlap, device
+    args = parser.parse_args(argv)
+    try:
+        args.sizes = [tuple(int(side) for side in size.lower().split("x")) for size in args.sizes.split(",")]
+    except ValueError:
+        parser.error(f"--sizes takes WxH values separated by commas, got {args.sizes!r}")
+    if any(len(size) != 2 or min(size) < 1 for size in args.sizes) or args.tile < 0:
+        parser.error("--sizes must be WxH with positive sides, --tile >= 0")
+    return args
+
+
+def child(project: str, weights: str, scene: str, tile: str, overlap: str, device: str) -> None:  # noqa: PLR0913
+    """In the child process: predict one scene with predict.main and print its timings as JSON."""
+    sys.path.insert(0, project)
+    os.chdir(project)
+    import predict  # noqa: PLC0415  # the baked project's, after its folder went on sys.path
+    import utils.tiling  # noqa: F401, PLC0415  # imported here so that its cost stays out of the timing
+
+    if int(tile):
+        import monai.inferers  # noqa: F401, PLC0415  # likewise: predict imports it on the first tiled scene
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out = Path(scene).parent / f"out_{tile}"
+    start = time.perf_counter()
+    args = ["-i", scene, "-o", str(out), "--weights", weights, "--device", device, "--tile", tile, "--overlap", overlap]
+    status = predict.main(args)
+    if device.startswith("cuda"):
+        import torch  # noqa: PLC0415
+
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    print(json.dumps({"status": status, "seconds": seconds, "baseline": baseline}))
+
+
+def save_model(project: Path, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The project's default model, seeded and untrained, in a checkpoint with normalisation; its MODEL_CONFIG."""
+    sys.path.insert(0, str(project))
+    import torch
+    from config.serialize import to_jsonable
+    from config.train_config import TRAIN_CONFIG
+    from training.checkpoint import FORMAT_VERSION
+
+    model_config = dict(TRAIN_CONFIG["MODEL_CONFIG"])
+    if args.base_channels:
+        model_config["base_channels"] = args.base_channels
+    if args.depth:
+        model_config["depth"] = args.depth
+    torch.manual_seed(0)
+    model = TRAIN_CONFIG["MODEL"](**model_config)
+    config = {**TRAIN_CONFIG, "MODEL_CONFIG": model_config}
+    stats = {"method": "meanstd", "mean": [0.5], "std": [0.25]}
+    saved = {"format_version": FORMAT_VERSION, "model": model.state_dict(), "config": to_jsonable(config)}
+    torch.save({**saved, "normalization": stats}, path)
+    return model_config
+
+
+def write_scene(path: Path, width: int, height: int) -> None:
+    """A 16-bit grey PNG: a gradient under noise (compressible enough to write quickly, not constant)."""
+    import numpy as np
+    from PIL import Image
+
+    rows = np.linspace(0, 50000, height, dtype=np.uint16)[:, None]
+    noise = np.random.default_rng(0).integers(0, 8000, (height, width), dtype=np.uint16)
+    Image.fromarray((rows + noise).astype(np.uint16)).save(path)
+
+
+def run_pass(project: Path, weights: Path, scene: Path, tile: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Time one pass in a child process and read its peak memory from the kernel's accounting of that child."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(project),
+        str(weights),
+        str(scene),
+        str(tile),
+        str(args.overlap),
+    ]
+    command.append(args.device)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(process.pid, 0)  # the child's own rusage, not a sum over all children
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"the child exited {process.returncode}: {stderr[-2000:]}")
+    figures = json.loads(stdout.strip().splitlines()[-1])
+    if figures["status"] != 0:
+        raise RuntimeError(f"predict.py exited {figures['status']}: {stderr[-2000:]}")
+    return {**figures, "peak": usage.ru_maxrss * 1024}
+
+
+def scene_bytes(width: int, height: int, classes: int, tiled: bool) -> int:
+    """The scene's own arrays: float32 image and logits, MONAI's float32 sum and count maps when tiled, uint8 labels."""
+    pixels = width * height
+    return pixels * (4 + 4 * classes + (4 * classes + 4 if tiled else 0) + 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return 0
+    from cookiecutter.main import cookiecutter
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
+        tmp_path = Path(tmp)
+        project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path), default_config=True))
+        model_config = save_model(project, tmp_path / "model.pt", args)
+        for width, height in args.sizes:
+            folder = tmp_path / f"scene_{width}x{height}"
+            folder.mkdir()
+            write_scene(folder / "scene.png", width, height)
+            megapixels = width * height / 1e6
+            passes = [args.tile] if args.tile else []
+            if megapixels * WHOLE_GB_PER_MP * (model_config["base_channels"] / 16) <= args.whole_limit:
+                passes.append(0)
+            for tile in passes:
+                figures = run_pass(project, tmp_path / "model.pt", folder / "scene.png", tile, args)
+                rows.append(
+                    {
+                        "scene": f"{width}x{height}",
+                        "pass": f"tiles of {tile}" if tile else "whole image",
+                        "mp_per_s": megapixels / figures["seconds"],
+                        "seconds": figures["seconds"],
+                        "peak_gb": figures["peak"] / GB,
+                        "above_imports_gb": (figures["peak"] - figures["baseline"]) / GB,
+                        "scene_gb": scene_bytes(width, height, model_config["out_channels"], bool(tile)) / GB,
+                    }
+                )
+                print(f"{rows[-1]['scene']} {rows[-1]['pass']}: {figures['seconds']:.1f} s", file=sys.stderr)
+    print(
+        f"Scene prediction: U-Net base_channels {model_config['base_channels']}, depth {model_config['depth']}, "
+        f"untrained; tiles of {args.tile} with overlap {args.overlap}, "
+        f"Gaussian blending; device {args.device}, {os.cpu_count()} CPUs ({cpu_model()})."
+    )
+    print_table(rows)
+    if args.json is not None:
+        settings = {key: value for key, value in vars(args).items() if key != "child"}
+        args.json.write_text(json.dumps({"settings": settings | {"json": str(args.json)}, "rows": rows}, indent=2))
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = ["scene", "pass", "MP/s", "s", "peak GB", "above imports GB", "scene GB"]
+    lines = [header, ["---", "---"] + ["---:"] * (len(header) - 2)]
+    for row in rows:
+        lines.append(
+            [
+                row["scene"],
+                row["pass"],
+                f"{row['mp_per_s']:.3f}",
+                f"{row['seconds']:.1f}",
+                f"{row['peak_gb']:.2f}",
+                f"{row['above_imports_gb']:.2f}",
+                f"{row['scene_gb']:.2f}",
+            ]
+        )
+    print()
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+    print()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

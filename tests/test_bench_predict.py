@@ -1,0 +1,43 @@
+"""The scene-prediction benchmark runs (tiny scenes and model) and prints a row with numeric figures for each pass."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from conftest import TEMPLATE_DIR, clean_env, run
+
+
+def table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
+    """The Markdown table of the output: (scene, pass) -> its cells."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for line in stdout.split("\n\n| scene", 1)[1].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[(cells[0], cells[1])] = cells
+    return rows
+
+
+def test_scene_prediction_benchmark_smoke(tmp_path: Path):
+    result = tmp_path / "bench.json"
+    args = ["--sizes", "100x60,40x24", "--tile", "32", "--base-channels", "4", "--depth", "2", "--json", str(result)]
+    proc = run(
+        [sys.executable, str(TEMPLATE_DIR / "benchmarks" / "predict_scene.py"), *args],
+        cwd=tmp_path,
+        timeout=300,
+        env=clean_env(),
+    )
+    rows = table_rows(proc.stdout)
+    passes = {"tiles of 32", "whole image"}
+    assert set(rows) == {(scene, name) for scene in ("100x60", "40x24") for name in passes}, proc.stdout
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| scene"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns == ["scene", "pass", "MP/s", "s", "peak GB", "above imports GB", "scene GB"], header
+    for cells in rows.values():
+        assert all(re.match(r"^\d+\.\d+$", cell) for cell in cells[2:]), cells
+        assert float(cells[2]) > 0 and float(cells[4]) > 0.05, cells  # a process with torch takes more than 50 MB
+    figures = json.loads(result.read_text())
+    assert len(figures["rows"]) == 4 and all(row["peak_gb"] >= row["above_imports_gb"] for row in figures["rows"])
+    assert figures["settings"]["sizes"] == [[100, 60], [40, 24]]
+    assert not list(TEMPLATE_DIR.glob("benchmarks/**/out_*")), "the benchmark wrote into the template"
