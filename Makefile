@@ -23,10 +23,10 @@ SHOW_EXPERIMENTS := import pandas as pd; \
     print(df[cols].tail(5).to_string(index=False))
 
 .DEFAULT_GOAL := help
-.PHONY: help env demo test lint docs bench clean
+.PHONY: help env demo test lint docs bench bench-data bench-predict clean
 
 help: ## Show this help
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 env: $(STAMP) ## Create .venv with the template's tools and the project's packages (pinned)
 
@@ -53,6 +53,12 @@ docs: env ## Build the template's documentation into build/site (strict: warning
 
 bench: env ## Time each training routine against a bare loop (about 3 min on 2 CPU cores; ARGS='--rounds 3')
 	$(PYTHON) benchmarks/routine_overhead.py $(ARGS)
+
+bench-data: env ## Share of a training epoch waiting for data on a folder of PNG tiles, 0 and 2 workers
+	$(PYTHON) benchmarks/data_loading.py $(ARGS)
+
+bench-predict: env ## Tiled prediction: megapixels per second and peak memory on 1, 6 and 24 megapixel scenes
+	$(PYTHON) benchmarks/predict_scene.py $(ARGS)
 
 clean: ## Remove build/ and caches (keeps .venv; rm -rf .venv to rebuild it)
 	rm -rf build

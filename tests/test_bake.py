@@ -46,6 +46,7 @@ BASE_FILES = {
     "layers/conv.py",
     "models/__init__.py",
     "models/unet.py",
+    "configs/__init__.py",
     "configs/multiclass.py",
     "evaluate.py",
     "predict.py",

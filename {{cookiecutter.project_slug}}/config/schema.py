@@ -45,8 +45,6 @@ class Key:
 
 
 _INT, _STR, _BOOL = of_type(int, name="an int"), of_type(str, name="a string"), of_type(bool, name="True or False")
-_OPTIONAL_INT = of_type(int, name="an int", optional=True)
-_OPTIONAL_NUMBER = of_type(int, float, name="a number", optional=True)
 TASKS = ("binary", "multiclass", "multilabel")
 
 SCHEMA: dict[str, Key] = {
@@ -56,7 +54,10 @@ SCHEMA: dict[str, Key] = {
     "DEVICE": Key("auto | cpu | cuda | cuda:N | mps", _STR),
     "TASK": Key("binary | multiclass | multilabel: sigmoid, softmax or per-label sigmoid outputs", one_of(*TASKS)),
     "CLASSES": Key("class names in output-channel order (binary: one, the foreground)", class_names),
-    "IGNORE_INDEX": Key("multiclass: a mask value counted in neither loss nor metrics (e.g. 255)", _OPTIONAL_INT),
+    "IGNORE_INDEX": Key(
+        "multiclass: a mask value counted in neither loss nor metrics (e.g. 255)",
+        of_type(int, name="an int", optional=True),
+    ),
     "MASK_VALUES": Key("None, or {mask value or 'r,g,b' colour: class index} for coded masks", mask_values),
     "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", callable_or_none()),
     "MODEL_CONFIG": Key("keyword arguments of MODEL", kwargs_dict),
@@ -75,7 +76,10 @@ SCHEMA: dict[str, Key] = {
         "meanstd | percentile (1st-99th) per band, from the training set | None | init (INIT_FROM's statistics)",
         one_of("meanstd", "percentile", None, "init"),
     ),
-    "NODATA": Key("an image value meaning no data (NaN always does); None for none", _OPTIONAL_NUMBER),
+    "NODATA": Key(
+        "an image value meaning no data (NaN always does); None for none",
+        of_type(int, float, name="a number", optional=True),
+    ),
     "TRAIN_TRANSFORM": Key(
         "paired (image, mask) augmentation of training samples; None for none", callable_or_none(True)
     ),
@@ -96,7 +100,9 @@ SCHEMA: dict[str, Key] = {
     ),
     "LOSS_CONFIG": Key("keyword arguments of LOSS (class_weights, ...)", kwargs_dict),
     "METRICS": Key("name -> metric(logits, target, task), logged per class and as val_<name>", metrics_dict),
-    "INIT_FROM": Key("a checkpoint or run name whose weights start this run", of_type(str, name="a path", optional=True)),
+    "INIT_FROM": Key(
+        "a checkpoint or run name whose weights start this run", of_type(str, name="a path", optional=True)
+    ),
     "EPOCHS": Key("number of epochs", positive_int),
     "MIXED_PRECISION": Key(
         "False | True (fp16 on CUDA, bf16 elsewhere) | 'bf16' | 'fp16'", one_of(False, True, "bf16", "fp16")
@@ -113,7 +119,9 @@ SCHEMA: dict[str, Key] = {
     "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _STR),
     "CHECKPOINT_MODE": Key("min | max; None: min for losses, max for metrics", one_of(None, "min", "max")),
     "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL),
-    "TEST_FOLDER": Key("a labelled folder that tests/test_trained_model.py evaluates", of_type(str, name="a path", optional=True)),
+    "TEST_FOLDER": Key(
+        "a labelled folder that tests/test_trained_model.py evaluates", of_type(str, name="a path", optional=True)
+    ),
     "QUALITY_FLOOR": Key("metric name -> the least mean over TEST_FOLDER's images that the test accepts", floor_dict),
     "COMMENT": Key("free text stored with the run", _STR),
 }

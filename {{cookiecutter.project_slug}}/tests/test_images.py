@@ -104,16 +104,20 @@ def test_tiff_12_bands_multi_page_and_multi_sample(tmp_path):
 
 
 def test_tiff_bit_depths_rgb_alpha_and_nan(tmp_path):
-    """16-bit / 65535, 8-bit RGB / 255 with alpha dropped, float kept as stored with its NaN."""
+    """16-bit / 65535, 8-bit RGB / 255 with associated alpha dropped, float kept as stored with its NaN."""
     deep = RNG.integers(0, 4096, (20, 30), dtype=np.uint16)  # 12-bit data in 16-bit words, as cameras write
     tifffile.imwrite(tmp_path / "deep.tif", deep)
     assert np.allclose(read_image(tmp_path / "deep.tif"), deep[None] / 65535, atol=1e-7)
     rgba = RNG.integers(0, 256, (20, 30, 4), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["assocalpha"])
     assert np.allclose(read_image(tmp_path / "rgba.tif"), rgba[..., :3].transpose(2, 0, 1) / 255)
-    # An unspecified extra sample is a band (RGB + near infrared), not alpha.
-    tifffile.imwrite(tmp_path / "rgbn.tif", rgba, photometric="rgb", extrasamples=["unspecified"])
-    assert read_image(tmp_path / "rgbn.tif").shape == (4, 20, 30)
+    # Unspecified and unassociated extra samples are bands (RGB + near infrared): tifffile writes a fourth band of a
+    # 4xHxW array as unassociated alpha unless told photometric="minisblack".
+    for extra in ("unspecified", "unassalpha"):
+        tifffile.imwrite(tmp_path / "rgbn.tif", rgba, photometric="rgb", extrasamples=[extra])
+        assert read_image(tmp_path / "rgbn.tif").shape == (4, 20, 30)
+    tifffile.imwrite(tmp_path / "planar.tif", rgba.transpose(2, 0, 1))
+    assert read_image(tmp_path / "planar.tif").shape == (4, 20, 30)
     floats = RNG.normal(1000.0, 50.0, (2, 20, 30)).astype(np.float32)
     floats[0, 3, 4] = floats[1, 10:, :5] = np.nan  # no-data pixels
     tifffile.imwrite(tmp_path / "float.tif", floats, photometric="minisblack", planarconfig="separate")
@@ -231,3 +235,9 @@ def test_truncated_png_fails_on_read_with_path(tmp_path):
     path.write_bytes(path.read_bytes()[:200])  # header intact, pixel data cut short
     with pytest.raises(DataError, match=r"cannot read image .*cut\.png"):
         read_image(path)
+
+
+def test_a_grey_png_asked_for_four_bands_is_refused_with_its_own_band_count(tmp_path):
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "grey.png")
+    with pytest.raises(DataError, match=r"grey\.png has 1 bands but DATASET_CONFIG\.channels is 4: set it to 1"):
+        read_image(tmp_path / "grey.png", 4)

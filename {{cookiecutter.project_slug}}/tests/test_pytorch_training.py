@@ -155,7 +155,10 @@ def test_lr_find_is_refused_by_this_routine(tiny_config: dict, global_config: Gl
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"MODEL_CONFIG": {"out_channels": 2, "base_channels": 4, "depth": 2}}, "sanity check 'output channels' failed"),
+        (
+            {"MODEL_CONFIG": {"out_channels": 2, "base_channels": 4, "depth": 2}},
+            "sanity check 'output channels' failed",
+        ),
         ({"LOSS": nan_loss}, "sanity check 'finite loss' failed"),
     ],
 )

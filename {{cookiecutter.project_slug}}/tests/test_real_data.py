@@ -20,8 +20,14 @@ from utils.data.folder import SegmentationFolder
 TRAIN = importlib.import_module(f"training.{ROUTINES[0]}_training").train
 
 
-def write_pairs(root: Path, sizes: list[tuple[int, int]], bands: int = 1, classes: int = 2, suffix: str = ".png",
-                names: list[str] | None = None) -> Path:
+def write_pairs(
+    root: Path,
+    sizes: list[tuple[int, int]],
+    bands: int = 1,
+    classes: int = 2,
+    suffix: str = ".png",
+    names: list[str] | None = None,
+) -> Path:
     """Image/mask pairs of the given (H, W) in ``root``/images and /masks: a bright square per class, mask 0..K-1."""
     rng = np.random.default_rng(0)
     for sub in ("images", "masks"):
@@ -52,14 +58,17 @@ def folder_config(config: dict, root: Path, **changes: object) -> dict:
 
 
 def history(result) -> pd.DataFrame:  # noqa: ANN001
+    """The run's history.csv."""
     return pd.read_csv(result.run_dir / "history.csv")
 
 
-def test_mixed_sizes_and_sizes_the_model_does_not_divide_train_whole(tmp_path: Path, tiny_config: dict,
-                                                                        global_config: GlobalConfig) -> None:
+def test_mixed_sizes_and_sizes_the_model_does_not_divide_train_whole(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     sizes = [(64, 64), (96, 80), (100, 100), (6, 50)] * 2  # 6 rows: fewer than a depth-3 U-Net's multiple, 8
-    config = folder_config(tiny_config, write_pairs(tmp_path / "set", sizes), MODEL_CONFIG={
-        **tiny_config["MODEL_CONFIG"], "depth": 3})
+    config = folder_config(
+        tiny_config, write_pairs(tmp_path / "set", sizes), MODEL_CONFIG={**tiny_config["MODEL_CONFIG"], "depth": 3}
+    )
     result = TRAIN(config, global_config)
     assert result.status == "completed" and np.isfinite(history(result)["val_dice"]).all()
 
@@ -76,12 +85,19 @@ def test_rgba_images_train_a_three_band_model_and_a_band_mismatch_is_one_line(
         TRAIN(folder_config(tiny_config, root, MODEL_CONFIG=model), global_config)
 
 
-def test_a_three_class_folder_trains_with_metrics_per_class(tmp_path: Path, tiny_config: dict,
-                                                              global_config: GlobalConfig) -> None:
+def test_a_three_class_folder_trains_with_metrics_per_class(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     root = write_pairs(tmp_path / "set", [(32, 32)] * 8, classes=3)
     model = {**tiny_config["MODEL_CONFIG"], "out_channels": 3}
-    config = folder_config(tiny_config, root, TASK="multiclass", CLASSES=["background", "interior", "boundary"],
-                           MODEL_CONFIG=model, CHECKPOINT_METRIC="val_dice_boundary")
+    config = folder_config(
+        tiny_config,
+        root,
+        TASK="multiclass",
+        CLASSES=["background", "interior", "boundary"],
+        MODEL_CONFIG=model,
+        CHECKPOINT_METRIC="val_dice_boundary",
+    )
     result = TRAIN(config, global_config)
     row = history(result).iloc[-1]
     per_class = [row[f"val_dice_{name}"] for name in config["CLASSES"]]
@@ -98,8 +114,9 @@ def test_a_binary_model_for_a_three_class_mask_is_refused_before_training(
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".tif"])
-def test_twelve_bands_train_from_npy_and_tiff(suffix: str, tmp_path: Path, tiny_config: dict,
-                                               global_config: GlobalConfig) -> None:
+def test_twelve_bands_train_from_npy_and_tiff(
+    suffix: str, tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     root = write_pairs(tmp_path / "set", [(32, 32)] * 8, bands=12, suffix=suffix)
     model = {**tiny_config["MODEL_CONFIG"], "in_channels": 12}
     result = TRAIN(folder_config(tiny_config, root, MODEL_CONFIG=model), global_config)
@@ -108,8 +125,9 @@ def test_twelve_bands_train_from_npy_and_tiff(suffix: str, tmp_path: Path, tiny_
 
 
 @pytest.mark.slow
-def test_nan_no_data_pixels_count_in_no_loss_or_metric(tmp_path: Path, tiny_config: dict,
-                                                        global_config: GlobalConfig) -> None:
+def test_nan_no_data_pixels_count_in_no_loss_or_metric(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     root = write_pairs(tmp_path / "set", [(32, 32)] * 8, suffix=".npy")
     for path in (root / "images").glob("*.npy"):
         image = np.load(path)
@@ -128,8 +146,9 @@ def test_val_groups_keep_each_scene_on_one_side(tmp_path: Path, tiny_config: dic
     root = write_pairs(tmp_path / "set", [(16, 16)] * len(names), names=names)
     config = folder_config(tiny_config, root, VAL_GROUPS=r"^(scene\d+)_")
     train_set, val_set = split_dataset(config)
-    scenes = [{train_set.dataset.pairs[i][0].stem.split("_")[0] for i in subset.indices}
-              for subset in (train_set, val_set)]
+    scenes = [
+        {train_set.dataset.pairs[i][0].stem.split("_")[0] for i in subset.indices} for subset in (train_set, val_set)
+    ]
     assert scenes[0] and scenes[1] and not scenes[0] & scenes[1]
     assert len(val_set) == 4  # one scene of four tiles: VAL_FRACTION 0.25 of 20 tiles
 
@@ -141,8 +160,15 @@ def test_init_from_loads_matching_layers_and_computes_its_own_statistics(
     source = TRAIN(dict(tiny_config, EPOCHS=1), global_config)
     root = write_pairs(tmp_path / "set", [(32, 32)] * 8, classes=3)
     model = {**tiny_config["MODEL_CONFIG"], "out_channels": 3}
-    config = folder_config(tiny_config, root, TASK="multiclass", CLASSES=["a", "b", "c"], MODEL_CONFIG=model,
-                           INIT_FROM=str(source.weight_dir / "best.pt"), OPTIMIZER_CONFIG={"lr": 0.0})
+    config = folder_config(
+        tiny_config,
+        root,
+        TASK="multiclass",
+        CLASSES=["a", "b", "c"],
+        MODEL_CONFIG=model,
+        INIT_FROM=str(source.weight_dir / "best.pt"),
+        OPTIMIZER_CONFIG={"lr": 0.0},
+    )
     with caplog.at_level("INFO", logger="project"):
         result = TRAIN(config, global_config)
     line = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("INIT_FROM"))
@@ -161,8 +187,9 @@ def test_init_from_loads_matching_layers_and_computes_its_own_statistics(
     assert load_checkpoint(kept.weight_dir / "last.pt")["normalization"] == before["normalization"]
 
 
-def test_patches_train_on_larger_and_mixed_size_images(tmp_path: Path, tiny_config: dict,
-                                                       global_config: GlobalConfig) -> None:
+def test_patches_train_on_larger_and_mixed_size_images(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
     root = write_pairs(tmp_path / "set", [(64, 64), (96, 80), (20, 24)] * 3)  # the last ones padded up to the patch
     config = folder_config(tiny_config, root, PATCH_SIZE=32, PATCH_FOREGROUND=0.5)
     result = TRAIN(config, global_config)
@@ -170,8 +197,20 @@ def test_patches_train_on_larger_and_mixed_size_images(tmp_path: Path, tiny_conf
 
 
 def test_init_from_on_the_command_line_sets_the_key() -> None:
-    from train import build_parser  # pylint: disable=import-outside-toplevel
     from config.overrides import resolve_config  # pylint: disable=import-outside-toplevel
+    from train import build_parser  # pylint: disable=import-outside-toplevel
 
     config, _ = resolve_config(build_parser().parse_args(["--init-from", "weights/run/best.pt"]))
     assert config["INIT_FROM"] == "weights/run/best.pt"
+
+
+def test_a_folder_mixing_grey_and_colour_images_names_a_file(tmp_path: Path) -> None:
+    from utils.data.images import DataError  # pylint: disable=import-outside-toplevel
+    from utils.data.normalization import compute_statistics  # pylint: disable=import-outside-toplevel
+
+    root = write_pairs(tmp_path / "set", [(16, 16)] * 2)
+    write_pairs(tmp_path / "colour", [(16, 16)], bands=3, names=["9"])
+    for sub in ("images", "masks"):
+        (tmp_path / "colour" / sub / "9.png").rename(root / sub / "9.png")
+    with pytest.raises(DataError, match=r"images/9\.png has 3 bands, earlier ones 1"):
+        compute_statistics(SegmentationFolder(root), "meanstd")

@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from utils.data.folder import sample_source
 from utils.data.images import DataError
 from utils.data.normalization import compute_statistics
-from utils.data.samples import SegmentationSamples, sample_source
+from utils.data.samples import SegmentationSamples
 from utils.data.targets import IGNORE, MaskEncoder
 from utils.data.transforms import RandomFlipRotate, RandomPatch, pad_collate
 

@@ -7,6 +7,7 @@ per-band statistics that training applied and predict/evaluate apply; None: none
 extension hook's own state). Version 1 (the template before its redesign) is read too: its model keys are renamed.
 """
 
+import functools
 import random
 import shlex
 import sys
@@ -18,6 +19,7 @@ import torch
 
 from config.paths import GlobalConfig
 from config.schema import SCHEMA
+from training import distributed
 from training.build import LOGGER, SCHEDULE_LENGTH
 from utils.files import atomic_write, latest_run_dir
 from utils.tracking.csv_logs import flatten
@@ -199,6 +201,26 @@ def init_weights(model: torch.nn.Module, source: dict[str, Any], name: str) -> l
         f"; left initialised (other shapes or new): {', '.join(kept)}" if kept else "",
     )  # fmt: skip
     return kept
+
+
+def read_sources(
+    config: dict[str, Any], resume: str | Path | None, global_config: GlobalConfig, routine: str,
+    jsonable_config: dict[str, Any],
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:  # fmt: skip
+    """The checkpoint to resume (checked against the config) and the one whose weights and statistics start the
+    run (the same, or INIT_FROM's), each None when there is none. Rank 0 reads it and sends it to the others
+    (other nodes may not see its disk); one it cannot load is the same one-line error on every rank."""
+    if resume is not None:
+        load = functools.partial(load_for_resume, resume, global_config, routine)
+    elif config["INIT_FROM"] is not None:
+        load = functools.partial(load_init_from, config["INIT_FROM"], global_config)
+    else:
+        return None, None
+    source = distributed.broadcast_object(distributed.on_rank_zero(load, (CheckpointError,)))
+    if resume is None:
+        return None, source
+    check_resume_config(source, jsonable_config)
+    return source, source
 
 
 # What a resumed run may change; any other difference would silently make it another experiment.

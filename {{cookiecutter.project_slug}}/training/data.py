@@ -33,7 +33,9 @@ def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     if config["VAL_GROUPS"] is None:
         n_val = round(len(dataset) * fraction)
         if not 0 < n_val < len(dataset):
-            raise ConfigError(f"VAL_FRACTION={fraction} of {len(dataset)} samples leaves an empty training or validation set")
+            raise ConfigError(
+                f"VAL_FRACTION={fraction} of {len(dataset)} samples leaves an empty training or validation set"
+            )
         return tuple(random_split(dataset, [len(dataset) - n_val, n_val], generator=generator))  # type: ignore[return-value]
     groups = np.array(group_names(dataset, config["VAL_GROUPS"]))
     names = sorted(set(groups))

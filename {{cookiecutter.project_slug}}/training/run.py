@@ -6,7 +6,6 @@ early stopping), and returns :meth:`Run.finish`. ``run.model`` is what training 
 processes train); ``run.raw_model`` is the bare module that is validated, checkpointed and predicted with.
 """
 
-import functools
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -68,14 +67,8 @@ class Run:  # pylint: disable=too-many-public-methods
         distributed.check_distributed_config(config, self.world_size)
         self.dtype = build.autocast_dtype(config, self.device)
         self.memory_format = build.memory_format(config)
-        # resume, or start from another run's weights: rank 0 reads the checkpoint and sends it to the others (other
-        # nodes may not see its disk); one it cannot load is the same one-line error on every rank
-        state = source = None
-        if resume is not None:
-            state = source = self._read(checkpoint.load_for_resume, resume, global_config, routine)
-            checkpoint.check_resume_config(state, jsonable_config)
-        elif config["INIT_FROM"] is not None:
-            source = self._read(checkpoint.load_init_from, config["INIT_FROM"], global_config)
+        # resume, or start from another run's weights (INIT_FROM)
+        state, source = checkpoint.read_sources(config, resume, global_config, routine, jsonable_config)
         self.raw_model = build.build_model(config, self.device)
         if state is None and source is not None:
             checkpoint.init_weights(self.raw_model, source, config["INIT_FROM"])
@@ -127,11 +120,6 @@ class Run:  # pylint: disable=too-many-public-methods
             if state is None:
                 self.call_hooks("on_start")
             build.compile_model(config, self.raw_model)  # last: the checks above ran the plain model, in eager mode
-
-    def _read(self, load: Any, *args: Any) -> dict[str, Any]:
-        """A checkpoint that rank 0 reads (``load(*args)``), on every rank."""
-        read = functools.partial(load, *args)
-        return distributed.broadcast_object(distributed.on_rank_zero(read, (checkpoint.CheckpointError,)))
 
     @property
     def scheduler_per_step(self) -> bool:

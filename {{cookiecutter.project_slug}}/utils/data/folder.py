@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from utils.data.images import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask
 from utils.data.synthetic import PairTransform
@@ -162,3 +162,12 @@ def group_names(dataset: Dataset, spec: str) -> list[str]:
             raise DataError(f"image stem {stem!r} has no group: VAL_GROUPS {spec!r} does not match it")
         names.append(name)
     return names
+
+
+def sample_source(dataset: Dataset, index: int, part: str = "mask") -> str:
+    """What names sample ``index`` in messages: its ``part`` file ("image" or "mask") when the dataset has ``.pairs``
+    (through Subsets), else its index in the dataset."""
+    while isinstance(dataset, Subset):
+        dataset, index = dataset.dataset, int(dataset.indices[index])
+    pairs = getattr(dataset, "pairs", None)
+    return str(pairs[index][part == "mask"]) if pairs is not None else f"sample {index} of {dataset!r}"

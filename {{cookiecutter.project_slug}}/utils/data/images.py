@@ -13,8 +13,9 @@ from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
 _TIFF_EXTENSIONS = (".tif", ".tiff")
-# TIFF extra samples marked as alpha (transparency, dropped); unspecified extra samples are bands and kept.
-_ALPHA = (tifffile.EXTRASAMPLE.ASSOCALPHA, tifffile.EXTRASAMPLE.UNASSALPHA)
+# TIFF extra samples dropped: associated (premultiplied) alpha, which is transparency. Unassociated alpha is kept as a
+# band: tifffile and GDAL write a fourth band (RGB + near infrared) that way unless told photometric="minisblack".
+_ALPHA = (tifffile.EXTRASAMPLE.ASSOCALPHA,)
 # What PIL, numpy and tifffile raise for a missing, corrupt or truncated file: PIL OSError (UnidentifiedImageError),
 # SyntaxError, DecompressionBombError; numpy ValueError, EOFError; tifffile TiffFileError, ValueError (short strips).
 _READ_ERRORS = (OSError, ValueError, EOFError, SyntaxError, Image.DecompressionBombError, tifffile.TiffFileError)
@@ -67,7 +68,7 @@ def _tiff_chw(path: Path) -> np.ndarray:
     """Decode a TIFF as [bands, H, W] in its own dtype; every axis but Y and X (S, C, Q, I, Z...) counts as bands.
 
     'YXS' (multi-sample), 'SYX' (planar), 'CYX'/'QYX'/'IYX' (multi-page) all give bands first; extra samples marked
-    as alpha are dropped. (tifffile.imwrite of an HxWxC array with C not 3/4 writes H pages: pass
+    as associated alpha are dropped. (tifffile.imwrite of an HxWxC array with C not 3/4 writes H pages: pass
     photometric="minisblack", planarconfig="contig", or write CxHxW.)
     """
     with tifffile.TiffFile(path) as tif:
@@ -105,7 +106,8 @@ def _pil_image(img: Image.Image, channels: int | None) -> np.ndarray:
     if img.mode == "F":
         return np.asarray(img, dtype=np.float32)[None]
     # PIL's own luma when one band is asked for (as before), else grey stays grey and the rest is RGB (HxW or HxWxC).
-    grey = channels == 1 or (channels is None and img.mode in ("1", "L", "LA", "La"))
+    # A grey file stays one band unless three are asked for, so that a mismatch names the file's own band count.
+    grey = channels == 1 or (channels != 3 and img.mode in ("1", "L", "LA", "La"))
     return np.moveaxis(_scale(np.atleast_3d(np.asarray(img.convert("L" if grey else "RGB")))), -1, 0)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.data.folder import sample_source
 from utils.data.images import DataError
 
 __all__ = ["METHODS", "PERCENTILES", "compute_statistics", "invalid_pixels", "normalize"]
@@ -77,7 +78,7 @@ def compute_statistics(
             bands, moments, kept = image.shape[0], np.zeros((image.shape[0], 3)), [[] for _ in range(image.shape[0])]
         elif image.shape[0] != bands:
             raise DataError(
-                f"sample {index} of {dataset!r} has {image.shape[0]} bands, earlier ones {bands}: "
+                f"{sample_source(dataset, index, 'image')} has {image.shape[0]} bands, earlier ones {bands}: "
                 "set DATASET_CONFIG.channels"
             )
         for band, values in enumerate(_valid(image, nodata)):

@@ -10,22 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 
+from utils.data.folder import sample_source
 from utils.data.images import DataError
 from utils.data.normalization import invalid_pixels, normalize
 from utils.data.targets import IGNORE, MaskEncoder
 from utils.data.transforms import PairTransform, RandomPatch
 
-__all__ = ["SegmentationSamples", "sample_source"]
-
-
-def sample_source(dataset: Dataset, index: int) -> str:
-    """What names sample ``index`` in messages: its mask file when the dataset has ``.pairs`` (through Subsets)."""
-    while isinstance(dataset, Subset):
-        dataset, index = dataset.dataset, int(dataset.indices[index])
-    pairs = getattr(dataset, "pairs", None)
-    return str(pairs[index][1]) if pairs is not None else f"sample {index} of {dataset!r}"
+__all__ = ["SegmentationSamples"]
 
 
 class SegmentationSamples(Dataset):
