@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--tile", type=int, default=0, help="tile side in pixels; 0: whole images (default)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, a fraction (default: 0.25)")
+    parser.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --tile: also predict whole images and print how far the tiled means are from them "
+        "(--no-compare for scenes too large for one pass; default: compare)",
+    )
     parser.add_argument("--name", default=None, help="sub-folder of the results (default: the folder's name)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     return parser
@@ -60,7 +67,7 @@ def evaluate(args: argparse.Namespace) -> Path:
         )
     folder, samples = samples_of(predictor, args.data)
     loader_config = from_jsonable(predictor.config.get("DATA_LOADER_CONFIG") or {"batch_size": 1})
-    whole = evaluate_whole(predictor, samples, loader_config)
+    whole = evaluate_whole(predictor, samples, loader_config) if args.compare or not args.tile else None
     scores = evaluate_tiled(predictor, samples, args.tile, args.overlap) if args.tile else whole
     name = safe_name(args.name or Path(args.data).resolve().name)
     output = global_config.LOG_DIR / predictor.run_name / "evaluation" / name
@@ -69,7 +76,7 @@ def evaluate(args: argparse.Namespace) -> Path:
     print(f"{len(samples)} image(s) of {args.data} with {weights}:")
     for metric, value in means.items():
         line = f"  {metric} {value:.4f} (mean over images and classes)"
-        if args.tile:
+        if args.tile and whole is not None:
             line += f"; tiled by {args.tile} minus whole images: {value - whole.means()[metric]:+.6f}"
         print(line)
     print(f"tables in {output}")

@@ -88,6 +88,12 @@ def test_the_validation_folder_reproduces_the_best_epoch_of_history(
     tiled = evaluated(global_config, result.run_name, "tiled")["summary"].set_index("class")
     shift = float(out.split("dice ", 1)[1].split("minus whole images: ", 1)[1].split()[0])
     assert abs(tiled.loc["mean", "dice"] - summary.loc["mean", "dice"] - shift) < 2e-6
+    # --no-compare: the tiled tables alone (a scene too large for a whole-image pass)
+    args = ["--data", str(folder), "--device", "cpu", "--tile", "16", "--name", "alone", "--no-compare"]
+    assert evaluate.main(args) == 0
+    assert "minus whole images" not in capsys.readouterr().out
+    alone = evaluated(global_config, result.run_name, "alone")["summary"].set_index("class")
+    assert alone.loc["mean", "dice"] == pytest.approx(tiled.loc["mean", "dice"], abs=1e-9)
 
 
 def test_multilabel_has_per_label_scores_and_no_confusion(
