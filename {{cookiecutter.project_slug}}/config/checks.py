@@ -1,6 +1,7 @@
 """Checks of config values: each ``check(value)`` returns what is wrong with the value, or None.
 
-config/schema.py gives each key one of these; an extension's key may use them too.
+config/schema.py gives each key one of these; an extension's key may use them too. ``task_checks(config)`` checks the
+keys that only make sense together (TASK, CLASSES and the keys that depend on them).
 """
 
 import inspect
@@ -147,3 +148,38 @@ def signature_problem(target: Any, kwargs: dict[str, Any], n_positional: int = 0
         accepted = [name for name in signature.parameters if name not in ("self", "args", "kwargs")]
         return f"{err} (accepted: {', '.join(accepted[n_positional:])})"
     return None
+
+
+def task_checks(config: dict[str, Any]) -> list[str]:
+    """The keys that depend on TASK, and the other pairs of keys that only make sense together."""
+    task, classes, problems = config["TASK"], config["CLASSES"], []
+    if task == "binary" and len(classes) != 1:
+        problems.append(f"CLASSES: TASK 'binary' takes one name (the foreground), got {classes!r}")
+    if task == "multiclass" and len(classes) < 2:
+        problems.append(f"CLASSES: TASK 'multiclass' needs two or more names (the background too), got {classes!r}")
+    if config["IGNORE_INDEX"] is not None and task != "multiclass":
+        problems.append(f"IGNORE_INDEX is for TASK 'multiclass' (this is {task!r}); set it None")
+    elif config["MASK_VALUES"] is None and config["IGNORE_INDEX"] in range(len(classes)):
+        problems.append(f"IGNORE_INDEX {config['IGNORE_INDEX']} is the class {classes[config['IGNORE_INDEX']]!r}")
+    weights = config["LOSS_CONFIG"].get("class_weights")
+    n_outputs = 1 if task == "binary" else len(classes)
+    if weights is not None and not (
+        isinstance(weights, list | tuple) and len(weights) == n_outputs
+        and all(isinstance(w, int | float) and 0 <= w < float("inf") for w in weights)
+    ):  # fmt: skip
+        problems.append(
+            f"LOSS_CONFIG.class_weights: expected {n_outputs} finite numbers >= 0 (CLASSES), got {weights!r}"
+        )
+    if config["PATCH_FOREGROUND"] and config["PATCH_SIZE"] is None:
+        problems.append("PATCH_FOREGROUND centres patches, but PATCH_SIZE is None (whole images): set PATCH_SIZE")
+    if config["MASK_VALUES"] is not None and task == "multilabel":
+        problems.append("MASK_VALUES maps one class per pixel; TASK 'multilabel' reads K-band masks: set it None")
+    if config["NORMALIZATION"] == "init" and config["INIT_FROM"] is None:
+        problems.append("NORMALIZATION 'init' takes INIT_FROM's statistics, but INIT_FROM is None")
+    loss = config["LOSS"]
+    n_positional = 0 if isinstance(loss, type) or isinstance(getattr(loss, "func", None), type) else 2
+    if problem := signature_problem(loss, config["LOSS_CONFIG"], n_positional):
+        problems.append(f"LOSS_CONFIG: {problem}")
+    if config["VAL_GROUPS"] is not None and config["VAL_DATASET"] is not None:
+        problems.append("VAL_GROUPS splits DATASET, but VAL_DATASET is set: set one of them None")
+    return problems

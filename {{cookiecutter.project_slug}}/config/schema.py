@@ -29,6 +29,7 @@ from config.checks import (
     positive_int,
     positive_int_or_none,
     signature_problem,
+    task_checks,
 )
 from config.serialize import ConfigError
 
@@ -182,31 +183,9 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
-    problems += _task_checks(config)
+    problems += task_checks(config)
     per_class = [f"_{name}" for name in config["CLASSES"]] if config["TASK"] != "binary" else []
     allowed = ["val_loss"] + [f"val_{name}{part}" for name in config["METRICS"] for part in ["", *per_class]]
     if config["CHECKPOINT_METRIC"] not in allowed:
         problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
-    return problems
-
-
-def _task_checks(config: dict[str, Any]) -> list[str]:
-    """The keys that depend on TASK, and the other pairs of keys that only make sense together."""
-    task, classes, problems = config["TASK"], config["CLASSES"], []
-    if task == "binary" and len(classes) != 1:
-        problems.append(f"CLASSES: TASK 'binary' takes one name (the foreground), got {classes!r}")
-    if task == "multiclass" and len(classes) < 2:
-        problems.append(f"CLASSES: TASK 'multiclass' needs two or more names (the background too), got {classes!r}")
-    if config["IGNORE_INDEX"] is not None and task != "multiclass":
-        problems.append(f"IGNORE_INDEX is for TASK 'multiclass' (this is {task!r}); set it None")
-    if config["MASK_VALUES"] is not None and task == "multilabel":
-        problems.append("MASK_VALUES maps one class per pixel; TASK 'multilabel' reads K-band masks: set it None")
-    if config["NORMALIZATION"] == "init" and config["INIT_FROM"] is None:
-        problems.append("NORMALIZATION 'init' takes INIT_FROM's statistics, but INIT_FROM is None")
-    loss = config["LOSS"]
-    n_positional = 0 if isinstance(loss, type) or isinstance(getattr(loss, "func", None), type) else 2
-    if problem := signature_problem(loss, config["LOSS_CONFIG"], n_positional):
-        problems.append(f"LOSS_CONFIG: {problem}")
-    if config["VAL_GROUPS"] is not None and config["VAL_DATASET"] is not None:
-        problems.append("VAL_GROUPS splits DATASET, but VAL_DATASET is set: set one of them None")
     return problems

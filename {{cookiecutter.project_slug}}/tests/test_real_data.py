@@ -214,3 +214,15 @@ def test_a_folder_mixing_grey_and_colour_images_names_a_file(tmp_path: Path) -> 
         (tmp_path / "colour" / sub / "9.png").rename(root / sub / "9.png")
     with pytest.raises(DataError, match=r"images/9\.png has 3 bands, earlier ones 1"):
         compute_statistics(SegmentationFolder(root), "meanstd")
+
+
+def test_an_image_without_a_valid_pixel_is_refused_by_name(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    from utils.data.images import DataError  # pylint: disable=import-outside-toplevel
+
+    root = write_pairs(tmp_path / "set", [(32, 32)] * 8, suffix=".npy")
+    np.save(root / "images" / "3.npy", np.full((32, 32), np.nan, np.float32))  # it would score a perfect 1
+    config = folder_config(tiny_config, root, MODEL_CONFIG={**tiny_config["MODEL_CONFIG"], "in_channels": 1})
+    with pytest.raises(DataError, match=r"masks/3\.png has no pixel to learn from or score"):
+        TRAIN(config, global_config)

@@ -30,7 +30,11 @@ def quality_shortfalls(config: dict[str, Any], global_config: GlobalConfig) -> l
     if run is None:
         pytest.skip(f"no run with a best.pt in {global_config.WEIGHT_DIR}: train first (make train)")
     weights = run / "best.pt"
-    assert evaluate.main(["--data", str(folder), "--weights", str(weights), "--name", "test_folder"]) == 0
+    if not Path(folder).is_dir():
+        pytest.fail(f"TEST_FOLDER {folder} is not a folder: name a labelled folder (images/, masks/)", pytrace=False)
+    assert evaluate.main(["--data", str(folder), "--weights", str(weights), "--name", "test_folder"]) == 0, (
+        "evaluate.py refused TEST_FOLDER: its error line is above"
+    )
     summary = pd.read_csv(global_config.LOG_DIR / run.name / "evaluation" / "test_folder" / "summary.csv")
     rows = summary.set_index("class")
     scores = {name: float(rows.loc["mean", name]) for name in rows.columns}  # dice, iou and their pooled values

@@ -68,6 +68,12 @@ CASES = {
     "absent device": Case(("--set", "DEVICE=cuda:99"), ("cuda",)),
     "metric not logged": Case(("--set", "CHECKPOINT_METRIC=val_foo"), ("val_foo", "not logged")),
     "bands": Case(("--set", "MODEL_CONFIG.in_channels=3"), ("sanity check 'bands'", "in_channels")),
+    "class weights": Case(("--set", "LOSS_CONFIG={'class_weights': 'heavy'}"), ("class_weights", "finite numbers")),
+    "IGNORE_INDEX a class": Case(
+        ("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']", "--set", "IGNORE_INDEX=1"),
+        ("IGNORE_INDEX 1 is the class 'b'",),
+    ),
+    "PATCH_FOREGROUND alone": Case(("--set", "PATCH_FOREGROUND=0.5"), ("PATCH_SIZE is None",)),
     "classes": Case(("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']"), ("out_channels=3",)),
     "mask values": Case(
         (*FOLDER, "--set", "TASK='multiclass'", "--set", "CLASSES=['a','b']", "--set", "MODEL_CONFIG.out_channels=2"),

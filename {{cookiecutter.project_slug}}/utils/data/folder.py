@@ -170,4 +170,11 @@ def sample_source(dataset: Dataset, index: int, part: str = "mask") -> str:
     while isinstance(dataset, Subset):
         dataset, index = dataset.dataset, int(dataset.indices[index])
     pairs = getattr(dataset, "pairs", None)
-    return str(pairs[index][part == "mask"]) if pairs is not None else f"sample {index} of {dataset!r}"
+    return str(pairs[index][part == "mask"]) if pairs is not None else f"sample {index} of {dataset_name(dataset)}"
+
+
+def dataset_name(dataset: Dataset) -> str:
+    """What names a dataset in messages: the repr of the dataset under any Subsets (a folder's shows its root)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return repr(dataset)

@@ -4,6 +4,7 @@
 values (int64 or float32) for utils/data/targets.py to encode. A file that cannot be read raises DataError naming it.
 """
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,10 @@ _PIL_MASK_MODES = ("1", "L", "P", "F", "RGB", *_PIL_16BIT_MODES)
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.bool_): 1.0}
 # ITU-R 601-2 luma weights, the ones PIL's convert("L") uses, so .npy, TIFF and PNG inputs agree.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# tifffile logs a warning of its own for a damaged file before it raises; the one line that names the file is ours.
+logging.getLogger("tifffile").setLevel(logging.ERROR)
 
 
 class DataError(ValueError):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from utils.data.folder import sample_source
+from utils.data.folder import dataset_name, sample_source
 from utils.data.images import DataError
 
 __all__ = ["METHODS", "PERCENTILES", "compute_statistics", "invalid_pixels", "normalize"]
@@ -92,7 +92,8 @@ def compute_statistics(
         raise DataError(
             f"band {empty[0]} has no valid pixel (all NaN/inf"
             + (f" or NODATA={nodata}" if nodata is not None else "")
-            + f") in the {len(indices)} images used from {dataset!r}: check NODATA and DATASET_CONFIG.channels"
+            + f") in the {len(indices)} images used from {dataset_name(dataset)}: "
+            "check NODATA and DATASET_CONFIG.channels"
         )
     if method == "meanstd":
         return {
@@ -109,7 +110,7 @@ def _sample_indices(dataset: Dataset, max_samples: int, rng: np.random.Generator
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples!r}")
     if len(dataset) == 0:
-        raise DataError(f"cannot compute normalisation statistics: {dataset!r} is empty")
+        raise DataError(f"cannot compute normalisation statistics: {dataset_name(dataset)} is empty")
     if len(dataset) <= max_samples:
         return list(range(len(dataset)))
     return sorted(rng.choice(len(dataset), size=max_samples, replace=False).tolist())
@@ -155,7 +156,8 @@ def normalize(image: torch.Tensor, stats: dict[str, Any] | None) -> torch.Tensor
     if bands != len(shift):
         raise DataError(
             f"image has {bands} bands but the normalisation statistics {len(shift)}: the statistics come from "
-            "another data set or DATASET_CONFIG.channels changed"
+            "another data set (NORMALIZATION 'init': set 'meanstd' to compute this data's own) or "
+            "DATASET_CONFIG.channels changed"
         )
     shift_t = torch.tensor(shift, dtype=torch.float32, device=image.device).reshape(bands, 1, 1)
     scale_t = torch.tensor(scale, dtype=torch.float32, device=image.device).reshape(bands, 1, 1).clamp(min=_FLOOR)

@@ -60,10 +60,17 @@ class SegmentationSamples(Dataset):
             raise DataError(f"mask {source} is {tuple(mask.shape[-2:])} (HxW) but its image {tuple(image.shape[-2:])}")
         target = self.encoder(torch.as_tensor(mask), source)
         invalid = invalid_pixels(image, self.nodata)
-        image = normalize(image, self.stats)
+        try:
+            image = normalize(image, self.stats)
+        except DataError as err:  # statistics of other data (NORMALIZATION "init", or a resumed run's)
+            raise DataError(f"{sample_source(self.dataset, index, 'image')}: {err}") from None
         if invalid.any():
             target = target.masked_fill(invalid, IGNORE)  # broadcasts over the target's channels
             image = image.masked_fill(invalid, 0.0)  # after normalize: 0 is the mean, NaN would poison the batch
+        if bool((target < 0).all()):  # it would score a perfect 1 in every metric, and teach nothing
+            raise DataError(
+                f"{source} has no pixel to learn from or score (all NaN, NODATA or IGNORE_INDEX): remove the pair"
+            )
         if self.patch is not None:
             image, target = self.patch(image, target)
         if self.transform is not None:
