@@ -29,7 +29,9 @@ from utils.tiling import tile_for
 def build_parser() -> argparse.ArgumentParser:
     """The command line of evaluate.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--data", required=True, help="a labelled folder with images/ and masks/")
+    parser.add_argument(
+        "--data", default=None, help="a labelled folder with images/ and masks/ (default: TEST_FOLDER of the config)"
+    )
     parser.add_argument(
         "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
     )
@@ -87,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (2 on an error, with one line)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.data is None:  # make evaluate without ARGS: the labelled test folder of config/train_config.py
+        from config.train_config import TRAIN_CONFIG  # pylint: disable=import-outside-toplevel  # imports the models
+
+        args.data = TRAIN_CONFIG.get("TEST_FOLDER") or parser.error(
+            "--data is required (or set TEST_FOLDER in config/train_config.py)"
+        )
     if args.tile < 0 or not 0.0 <= args.overlap < 1.0:  # the second refuses nan too
         parser.error(f"--tile must be >= 0 and --overlap in [0, 1), got {args.tile} and {args.overlap}")
     try:

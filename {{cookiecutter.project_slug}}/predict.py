@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
         output = output_folder(args.output, inputs, names)
         for path in inputs:
             try:
-                image = read_image(path, predictor.channels)
+                image = read_image(path, predictor.channels, expected_by=f"the model of {weights}")
             except DataError as err:  # one bad file among many: say so, predict the others, exit 1 at the end
                 print(f"error: {err}", file=sys.stderr)
                 continue

@@ -159,7 +159,11 @@ def task_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"CLASSES: TASK 'multiclass' needs two or more names (the background too), got {classes!r}")
     if config["IGNORE_INDEX"] is not None and task != "multiclass":
         problems.append(f"IGNORE_INDEX is for TASK 'multiclass' (this is {task!r}); set it None")
-    elif config["MASK_VALUES"] is None and config["IGNORE_INDEX"] in range(len(classes)):
+    elif (
+        config["MASK_VALUES"] is None
+        and isinstance(config["IGNORE_INDEX"], int)
+        and (config["IGNORE_INDEX"] in range(len(classes)))
+    ):
         problems.append(f"IGNORE_INDEX {config['IGNORE_INDEX']} is the class {classes[config['IGNORE_INDEX']]!r}")
     weights = config["LOSS_CONFIG"].get("class_weights")
     n_outputs = 1 if task == "binary" else len(classes)

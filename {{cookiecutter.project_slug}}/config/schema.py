@@ -56,8 +56,8 @@ SCHEMA: dict[str, Key] = {
     "TASK": Key("binary | multiclass | multilabel: sigmoid, softmax or per-label sigmoid outputs", one_of(*TASKS)),
     "CLASSES": Key("class names in output-channel order (binary: one, the foreground)", class_names),
     "IGNORE_INDEX": Key(
-        "multiclass: a mask value counted in neither loss nor metrics (e.g. 255)",
-        of_type(int, name="an int", optional=True),
+        "multiclass: a mask value (e.g. 255), or an 'r,g,b' colour with MASK_VALUES, counted in no loss or metric",
+        of_type(int, str, tuple, list, name="an int, an 'r,g,b' colour", optional=True),
     ),
     "MASK_VALUES": Key("None, or {mask value or 'r,g,b' colour: class index} for coded masks", mask_values),
     "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", callable_or_none()),

@@ -18,6 +18,7 @@ import evaluate
 from config.overrides import ROUTINES
 from config.paths import GlobalConfig
 from config.serialize import load_file_module
+from config.train_config import TRAIN_CONFIG
 from utils.data.folder import SegmentationFolder
 
 SIZES = [(32, 32), (40, 24), (20, 36), (32, 28), (24, 24)]  # mixed, some not divisible by the model's 4
@@ -168,3 +169,16 @@ def test_the_trained_model_test_checks_the_floor(
     with pytest.raises(AssertionError, match="QUALITY_FLOOR names"):
         quality_shortfalls({**config, "QUALITY_FLOOR": {"accuracy": 0.5}}, global_config)
     capsys.readouterr()
+
+
+def test_without_data_it_takes_test_folder_or_says_what_to_set(
+    tmp_path: Path, global_config: GlobalConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setitem(TRAIN_CONFIG, "TEST_FOLDER", None)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--device", "cpu"])
+    assert exit_info.value.code == 2 and "set TEST_FOLDER" in capsys.readouterr().err
+    save_checkpoint(global_config.WEIGHT_DIR / "run_c" / "best.pt", "binary", ["shape"])
+    monkeypatch.setitem(TRAIN_CONFIG, "TEST_FOLDER", str(tmp_path / "test_set"))
+    assert evaluate.main(["--device", "cpu"]) == 2
+    assert "test_set" in capsys.readouterr().err  # it went on with TEST_FOLDER

@@ -241,3 +241,9 @@ def test_a_grey_png_asked_for_four_bands_is_refused_with_its_own_band_count(tmp_
     Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "grey.png")
     with pytest.raises(DataError, match=r"grey\.png has 1 bands but DATASET_CONFIG\.channels is 4: set it to 1"):
         read_image(tmp_path / "grey.png", 4)
+
+
+def test_a_band_mismatch_at_prediction_names_the_model_not_the_config(tmp_path):
+    np.save(tmp_path / "two.npy", np.zeros((2, 8, 8), np.float32))
+    with pytest.raises(DataError, match=r"two\.npy has 2 bands but the model of w\.pt takes 4$"):
+        read_image(tmp_path / "two.npy", 4, expected_by="the model of w.pt")

@@ -226,3 +226,20 @@ def test_an_image_without_a_valid_pixel_is_refused_by_name(
     config = folder_config(tiny_config, root, MODEL_CONFIG={**tiny_config["MODEL_CONFIG"], "in_channels": 1})
     with pytest.raises(DataError, match=r"masks/3\.png has no pixel to learn from or score"):
         TRAIN(config, global_config)
+
+
+def test_a_colour_can_be_ignored_in_colour_coded_masks(tmp_path: Path, tiny_config: dict) -> None:
+    from config.schema import validate_config  # pylint: disable=import-outside-toplevel
+    from training.data import build_datasets  # pylint: disable=import-outside-toplevel
+
+    root = write_pairs(tmp_path / "set", [(8, 8)] * 4)
+    colours = np.zeros((8, 8, 3), np.uint8)
+    colours[:2] = (255, 0, 0)  # class 1
+    colours[6:] = (255, 255, 255)  # unlabelled
+    for path in (root / "masks").glob("*.png"):
+        Image.fromarray(colours).save(path)
+    config = folder_config(tiny_config, root, TASK="multiclass", CLASSES=["background", "road"], VAL_FRACTION=0.5)
+    config.update(MASK_VALUES={"0,0,0": 0, "255,0,0": 1}, IGNORE_INDEX="255,255,255", TRAIN_TRANSFORM=None)
+    train_set, _, _ = build_datasets(validate_config(config))
+    target = train_set[0][1][0]
+    assert (target[:2] == 1).all() and (target[2:6] == 0).all() and (target[6:] == -1).all()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ra
 
 from config.serialize import ConfigError
 from training import distributed
-from training.build import instantiate
+from training.build import LOGGER, instantiate
 from utils.data.folder import group_names
 from utils.data.images import DataError
 from utils.data.normalization import compute_statistics
@@ -51,6 +51,10 @@ def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     is_val = np.isin(groups, list(val_groups))
     if is_val.all() or not is_val.any():
         raise ConfigError(f"VAL_GROUPS found {len(names)} group(s): too few to split off VAL_FRACTION={fraction}")
+    LOGGER.info(
+        "VAL_GROUPS: %d of %d groups (%d of %d samples) validate: %s",
+        len(val_groups), len(names), int(is_val.sum()), len(dataset), ", ".join(sorted(val_groups)),
+    )  # fmt: skip
     return Subset(dataset, np.flatnonzero(~is_val).tolist()), Subset(dataset, np.flatnonzero(is_val).tolist())
 
 

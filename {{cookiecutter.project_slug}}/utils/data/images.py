@@ -89,7 +89,7 @@ def _tiff_chw(path: Path) -> np.ndarray:
     return np.concatenate(bands) if len(bands) > 1 else bands[0]
 
 
-def _set_channels(chw: np.ndarray, channels: int | None, path: Path) -> np.ndarray:
+def _set_channels(chw: np.ndarray, channels: int | None, path: Path, expected_by: str | None = None) -> np.ndarray:
     """``chw`` with ``channels`` bands: None keeps them; 1 -> 3 repeats grey, 3 -> 1 takes luma; else DataError."""
     bands = chw.shape[0]
     if channels is None or bands == channels:
@@ -98,6 +98,8 @@ def _set_channels(chw: np.ndarray, channels: int | None, path: Path) -> np.ndarr
         return np.repeat(chw, 3, axis=0)
     if bands == 3 and channels == 1:
         return np.tensordot(_LUMA, chw, axes=1)[None].astype(np.float32)
+    if expected_by is not None:  # a trained model: its bands are fixed
+        raise DataError(f"image {path} has {bands} bands but {expected_by} takes {channels}")
     raise DataError(
         f"image {path} has {bands} bands but DATASET_CONFIG.channels is {channels}: set it to {bands} "
         f"(or None to keep each file's bands) and MODEL_CONFIG.in_channels to match"
@@ -139,17 +141,19 @@ def _decode(path: Path, pil: Callable[[Image.Image], np.ndarray]) -> np.ndarray:
         return pil(img)
 
 
-def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, channels: int | None = None, expected_by: str | None = None) -> np.ndarray:
     """Read a PNG, JPEG, TIFF or .npy image as float32 ``[C, H, W]``.
 
     uint8 data is divided by 255, uint16 by 65535; float data (TIFF, .npy, PIL mode F) is kept as it is, NaN too.
     TIFF bands are its pages or samples; a 3-D .npy is HxWxC or CxHxW (the smaller of the first and last sizes is
     the band axis; a tie is HxWxC). PNG/JPEG alpha is dropped. ``channels`` None keeps the file's bands; 1 and 3
-    turn grey into RGB (repeated) and RGB into grey (luma).
+    turn grey into RGB (repeated) and RGB into grey (luma). ``expected_by`` names what fixes ``channels`` when it is
+    not the config (predict.py: "the model of <checkpoint>"), for the message.
 
     Raises:
         DataError: ``cannot read image <path>: <reason>`` for a missing, corrupt, truncated or unsupported file;
-            ``image <path> has <n> bands but DATASET_CONFIG.channels is <c>`` for any other band mismatch.
+            ``image <path> has <n> bands but DATASET_CONFIG.channels is <c>`` (or ``but <expected_by> takes <c>``)
+            for any other band mismatch.
         ValueError: ``channels`` neither None nor an int >= 1.
     """
     path = Path(path)
@@ -159,7 +163,7 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
         image = _scale(_decode(path, lambda img: _pil_image(img, channels)))
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
-    return np.ascontiguousarray(_set_channels(image, channels, path), dtype=np.float32)
+    return np.ascontiguousarray(_set_channels(image, channels, path, expected_by), dtype=np.float32)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
