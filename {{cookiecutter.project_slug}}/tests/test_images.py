@@ -247,3 +247,11 @@ def test_a_band_mismatch_at_prediction_names_the_model_not_the_config(tmp_path):
     np.save(tmp_path / "two.npy", np.zeros((2, 8, 8), np.float32))
     with pytest.raises(DataError, match=r"two\.npy has 2 bands but the model of w\.pt takes 4$"):
         read_image(tmp_path / "two.npy", 4, expected_by="the model of w.pt")
+
+
+def test_a_tiff_with_pages_of_two_sizes_is_refused(tmp_path):
+    with tifffile.TiffWriter(tmp_path / "two.tif") as tif:
+        tif.write(np.zeros((32, 32), np.uint8))
+        tif.write(np.zeros((16, 16), np.uint8))  # a second image, not a band: it used to be dropped silently
+    with pytest.raises(DataError, match=r"two\.tif: its pages differ \(\(32, 32\) uint8 and \(16, 16\) uint8\)"):
+        read_image(tmp_path / "two.tif")

@@ -60,13 +60,21 @@ def _npy_chw(array: np.ndarray) -> np.ndarray:
 
 
 def _tiff_series(tif: tifffile.TiffFile) -> list:
-    """The first series and every later one alike in shape, axes and dtype (pages written one by one are bands)."""
+    """The first series and every later one alike in shape, axes and dtype (pages written one by one are bands);
+    reduced-resolution pages (previews, overviews) are left out, any other page of another size or type refused."""
     if not tif.series:
         raise ValueError("no image in the TIFF file")
     first = tif.series[0]
     if "Y" not in first.axes or "X" not in first.axes:
         raise ValueError(f"TIFF series of axes {first.axes} has no rows (Y) and columns (X)")
-    return [s for s in tif.series if (s.shape, s.axes, s.dtype) == (first.shape, first.axes, first.dtype)]
+    alike = [s for s in tif.series if (s.shape, s.axes, s.dtype) == (first.shape, first.axes, first.dtype)]
+    other = next((s for s in tif.series if s not in alike and not s.keyframe.is_reduced), None)
+    if other is not None:
+        raise ValueError(
+            f"its pages differ ({first.shape} {first.dtype} and {other.shape} {other.dtype}): "
+            "one image per file, its bands as pages of one size and type"
+        )
+    return alike
 
 
 def _tiff_chw(path: Path) -> np.ndarray:
