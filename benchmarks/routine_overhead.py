@@ -264,7 +264,7 @@ class Measure:
 
 
 def project_loader_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The DataLoader settings of a run (training.build.build_loaders): pinned memory on CUDA, then the config's."""
+    """The DataLoader settings of a run (training.data.build_loaders): pinned memory on CUDA, then the config's."""
     from config.device import get_device
 
     return {"pin_memory": get_device(config["DEVICE"]).type == "cuda", **config["DATA_LOADER_CONFIG"]}
@@ -289,13 +289,14 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
     import torch
     from config.device import get_device
     from torch.utils.data import DataLoader
-    from training.build import autocast_dtype, build_datasets, build_scheduler  # the same data, dtype and schedule
+    from training.build import autocast_dtype, build_loss, build_metrics, build_scheduler  # the same parts
     from training.checkpoint import set_seed
+    from training.data import build_datasets  # the same data: split, normalisation, encoded masks
 
     start, cpu_start = time.perf_counter(), time.process_time()
     set_seed(config["SEED"])
     device = get_device(config["DEVICE"])
-    train_set, val_set = build_datasets(config)
+    train_set, val_set, _ = build_datasets(config)
     loader_kwargs = project_loader_kwargs(config)
     if torch_loader_defaults:
         loader_kwargs = {"batch_size": config["DATA_LOADER_CONFIG"].get("batch_size", 1)}
@@ -306,14 +307,14 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
     model = config["MODEL"](**config["MODEL_CONFIG"]).to(device, memory_format=layout)
     optimizer = config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
     scheduler = build_scheduler(config, optimizer, len(train_loader))  # its length follows EPOCHS, as in a run
-    loss_fn = config["LOSS"]() if isinstance(config["LOSS"], type) else config["LOSS"]
-    metrics = config["METRICS"]
+    loss_fn = build_loss(config)  # LOSS with its task and LOSS_CONFIG, as every routine calls it
+    metrics = build_metrics(config)  # one scalar function per logged column
     dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     steps, data_wait, train_seconds, train_cpu, epoch_seconds, epoch_cpu, val = 0, 0.0, 0.0, 0.0, [], [], {}
     for epoch in range(1, config["EPOCHS"] + 1):
-        order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (training.build.set_epoch)
+        order.manual_seed(config["SEED"] * 100_003 + epoch)  # the routines' batch order (training.data.set_epoch)
         epoch_start, epoch_cpu_start = time.perf_counter(), time.process_time()
         model.train()
         batches = iter(train_loader)
@@ -531,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # The number of steps an epoch takes, from the same split and loader settings as every run.
         from torch.utils.data import DataLoader
-        from training.build import build_datasets
+        from training.data import build_datasets
 
-        train_set, val_set = build_datasets(config)
+        train_set, val_set, _ = build_datasets(config)
         loader_differs = project_loader_differs(config)
         steps_per_epoch = len(DataLoader(train_set, **config["DATA_LOADER_CONFIG"]))
         model = config["MODEL"](**config["MODEL_CONFIG"])
