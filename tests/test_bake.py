@@ -83,6 +83,7 @@ BASE_FILES = {
     "utils/tracking/report.py",
     "utils/tracking/report_plot.py",
     "utils/tracking/report_table.py",
+    "notebooks/explore_runs.ipynb",
     "tests/conftest.py",
     "tests/test_config.py",
     "tests/test_saved_configs.py",
