@@ -13,6 +13,7 @@ without MLflow: its own files are complete either way.
 """
 
 import argparse
+import logging
 import os
 import re
 import time
@@ -36,8 +37,9 @@ CONFIG_KEYS = {
     "MLFLOW_LOG_WEIGHTS": Key("also store last.pt and best.pt as MLflow artifacts when the run ends", _BOOL, False),
 }
 
-# Bounds on MLflow's HTTP client, set when the environment does not set them: one retry, 5 s a request.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+# Bounds on MLflow's HTTP client, set when the environment does not set them: no retry (urllib3 would log each
+# one), 10 s a request; MLflow's own defaults retry for minutes.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 # The run's status -> MLflow's; another stop that a hook asks for (a search's "pruned") ends FINISHED, tagged.
 STATUSES = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 # Keys that a resume may change are tags, not parameters: MLflow refuses to change a logged parameter.
@@ -100,6 +102,8 @@ class MlflowHook:
     def _connect(self, run: Any) -> None:
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." and co.
+            logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient  # pylint: disable=import-outside-toplevel  # slow: only when on
 
         self.client = MlflowClient(tracking_uri(run.recorder.run_dir.parent))
