@@ -28,13 +28,16 @@ from training.checkpoint import RESUMABLE_CHANGES
 from training.records import LOGGER
 from utils.tracking.csv_logs import flatten
 
-_BOOL = of_type(bool, name="True or False")
 CONFIG_KEYS = {
-    "MLFLOW": Key("log the run to MLflow (MLFLOW_TRACKING_URI, else logs/mlflow.db)", _BOOL, False),
+    "MLFLOW": Key(
+        "log the run to MLflow (MLFLOW_TRACKING_URI, else logs/mlflow.db)", of_type(bool, name="True or False"), False
+    ),
     "MLFLOW_EXPERIMENT": Key(
         "the MLflow experiment of the run; None: the SESSION_NAME", of_type(str, name="a string", optional=True), None
     ),
-    "MLFLOW_LOG_WEIGHTS": Key("also store last.pt and best.pt as MLflow artifacts when the run ends", _BOOL, False),
+    "MLFLOW_LOG_WEIGHTS": Key(
+        "also store last.pt and best.pt as MLflow artifacts at the end", of_type(bool, name="True or False"), False
+    ),
 }
 
 # Bounds on MLflow's HTTP client, set when the environment does not set them: no retry (urllib3 would log each

@@ -146,7 +146,7 @@ def test_a_failed_run_is_failed_in_mlflow(tiny_config: dict, global_config: Glob
 def test_the_trials_of_a_search_are_child_runs_of_the_study(tiny_config: dict, global_config: GlobalConfig):
     optuna = pytest.importorskip("optuna")
     search_module = pytest.importorskip("training.search")
-    from training.search_space import choice  # pylint: disable=import-outside-toplevel  # only with the search
+    choice = pytest.importorskip("training.search_space").choice
 
     config = _mlflow_config(tiny_config, EPOCHS=1, CHECKPOINT_METRIC="val_dice", CHECKPOINT_MODE="max")
     search = search_module.Search(
