@@ -149,6 +149,7 @@ OPTION_FILES = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     },
+    "use_mlflow": {"extensions/mlflow_tracking.py", "tests/test_mlflow.py"},
 }
 
 DEFAULTS = {
@@ -159,6 +160,7 @@ DEFAULTS = {
     "use_smtp_notifications": False,
     "use_docker": False,
     "use_hyperparameter_search": False,
+    "use_mlflow": False,
 }
 
 # Each routine alone and with the others (all three; ignite with fastai); every answer value of the other questions at
@@ -177,6 +179,7 @@ SUPPORTED_COMBINATIONS = [
         "use_smtp_notifications": True,
         "use_docker": True,
         "use_hyperparameter_search": True,
+        "use_mlflow": True,
     },
     {
         "routine_pytorch": False,
