@@ -5,6 +5,7 @@ in the middle of a run (one warning; the run and its own files complete)."""
 import importlib
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -180,7 +181,10 @@ def mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     command += ["--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
     log = (folder / "server.log").open("w", encoding="utf-8")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # noqa: S603
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job runner processes: a tracking server
+    process = subprocess.Popen(  # noqa: S603
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + SERVER_START_S
@@ -198,14 +202,14 @@ def mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         log.close()
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the server and its workers (its own process group)."""
+def _stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop the server and its workers (its own process group); SIGKILL: as a crash would."""
     if process.poll() is None:
-        os.killpg(process.pid, 15)
+        os.killpg(process.pid, sig)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
@@ -223,10 +227,13 @@ def test_a_run_is_logged_to_a_tracking_server_and_a_server_that_stops_costs_one_
         _check_run_matches_files(client, mlflow_run, result, "pytorch")
         assert not (global_config.LOG_DIR / "mlflow.db").exists()  # the server's store, not the local one
 
-        # The server stops after the first epoch of the next run: one warning, and the run completes.
+        # The server dies after the first epoch of the next run: one warning, and the run completes.
         started = time.monotonic()
         result = _train(
-            "pytorch", _mlflow_config(tiny_config, EPOCHS=3), global_config, hooks=[_At(1, lambda: _stop(process))]
+            "pytorch",
+            _mlflow_config(tiny_config, EPOCHS=3),
+            global_config,
+            hooks=[_At(1, lambda: _stop(process, signal.SIGKILL))],
         )
     seconds = time.monotonic() - started
     assert result.status == "completed" and result.epochs_completed == 3
