@@ -72,6 +72,14 @@ def _text(value: Any) -> str:
     return "" if value is None else repr(value) if isinstance(value, float) else str(value)
 
 
+def _reason(err: BaseException) -> str:
+    """The gist of an MLflow error: an HTTP failure's cause ("[Errno 111] Connection refused", "Read timed out")
+    rather than its whole chain of URLs."""
+    text = " ".join(str(err).split())
+    cause = re.search(r"\[Errno -?\d+\][^\"')]*|Read timed out|timed out", text)
+    return cause.group(0).strip() if cause else f"{type(err).__name__}: {text[:200]}"
+
+
 class MlflowHook:
     """Logs the run to MLflow; a failure of MLflow (a server down or slow) is one warning, then MLflow is left."""
 
@@ -98,8 +106,8 @@ class MlflowHook:
             return function(*args, **kwargs)
         except Exception as err:  # pylint: disable=broad-exception-caught  # MLflow must never cost the run
             self.failed = True
-            message = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-            LOGGER.warning("MLflow %s failed, the run goes on without MLflow: %s", action, message)
+            where = getattr(self.client, "tracking_uri", "")
+            LOGGER.warning("MLflow %s failed (%s): %s; the run goes on without MLflow", action, where, _reason(err))
             return None
 
     def _connect(self, run: Any) -> None:
