@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from test_distributed import probe_fixture, torchrun  # noqa: F401  # pylint: disable=unused-import  # the fixture
 
 from config.overrides import ROUTINES
 from config.paths import GlobalConfig
@@ -161,6 +162,19 @@ def test_the_trials_of_a_search_are_child_runs_of_the_study(tiny_config: dict, g
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(run.data.tags["trial"] for run in children) == ["0", "1"] and len(runs) == 3
     assert {run.data.params["OPTIMIZER_CONFIG.lr"] for run in children} <= {"0.01", "0.001"}
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_alone_logs(probe: Path, global_config: GlobalConfig):
+    result = torchrun("train.py", "--config", str(probe / "probe_config.py"), "--epochs", "2", "--mlflow")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_uri(global_config.LOG_DIR))
+    runs = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags["world_size"] == "2"
+    history = pd.read_csv(next(global_config.LOG_DIR.glob("*/history.csv")))
+    assert _last_per_step(client, runs[0].info.run_id, "val_loss") == dict(
+        zip(history["epoch"].tolist(), history["val_loss"].tolist(), strict=True)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
