@@ -47,7 +47,7 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TI
 STATUSES = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"}
 # Keys that a resume may change are tags, not parameters: MLflow refuses to change a logged parameter.
 CHANGING = {*RESUMABLE_CHANGES, *CONFIG_KEYS}
-PARAM_LENGTH = 6000  # MLflow's longest parameter value
+PARAM_LENGTH = 6000  # MLflow's longest parameter value (tags may be longer): a longer COMMENT is cut
 _BAD_KEY = re.compile(r"[^\w.\- /:]")
 
 
@@ -186,8 +186,8 @@ class MlflowHook:
             **{k: _text(v) for k, v in flatten(run.jsonable_config).items() if k.split(".")[0] in CHANGING},
             **extra,
         }
-        tags = {key: value for key, value in tags.items() if value != ""}
-        self.client.log_batch(run_id or self.run_id, tags=[RunTag(_BAD_KEY.sub("_", k), v) for k, v in tags.items()])
+        entries = [RunTag(_BAD_KEY.sub("_", key), value[:PARAM_LENGTH]) for key, value in tags.items() if value != ""]
+        self.client.log_batch(run_id or self.run_id, tags=entries)
 
     def on_start(self, run: Any) -> None:
         """Create the MLflow run."""
