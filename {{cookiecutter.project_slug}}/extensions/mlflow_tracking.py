@@ -123,6 +123,8 @@ class MlflowHook:
         """Create the MLflow run (a new run) or mark it running again (a resumed one); False: MLflow is off."""
         if self.client is None and not self.failed:
             self._call("connect", self._connect, run)
+            if self.failed:
+                return False
             if self.run_id is None:
                 self.run_id = self._call("start", self._create, run)
             else:
