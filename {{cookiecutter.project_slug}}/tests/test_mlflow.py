@@ -134,6 +134,20 @@ def test_an_interrupted_run_is_killed_and_its_resume_continues_the_same_mlflow_r
 
 
 @pytest.mark.slow
+def test_a_resume_whose_mlflow_run_is_out_of_reach_costs_one_warning(
+    tiny_config: dict, global_config: GlobalConfig, monkeypatch: pytest.MonkeyPatch, caplog
+):
+    config = _mlflow_config(tiny_config, EPOCHS=1)
+    first = _train("pytorch", config, global_config)
+    caplog.set_level(logging.WARNING)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    resumed = _train("pytorch", {**config, "EPOCHS": 2}, global_config, resume="latest")
+    assert resumed.run_name == first.run_name and resumed.status == "completed" and resumed.epochs_completed == 2
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1 and warnings[0].startswith("MLflow resume failed"), warnings
+
+
+@pytest.mark.slow
 def test_a_failed_run_is_failed_in_mlflow(tiny_config: dict, global_config: GlobalConfig):
     def fail() -> None:
         raise RuntimeError("broken on purpose")
