@@ -21,7 +21,8 @@ ANSWERS = json.loads(
     "use_tensorboard": {{ cookiecutter.use_tensorboard | tojson }},
     "use_smtp_notifications": {{ cookiecutter.use_smtp_notifications | tojson }},
     "use_docker": {{ cookiecutter.use_docker | tojson }},
-    "use_hyperparameter_search": {{ cookiecutter.use_hyperparameter_search | tojson }}
+    "use_hyperparameter_search": {{ cookiecutter.use_hyperparameter_search | tojson }},
+    "use_mlflow": {{ cookiecutter.use_mlflow | tojson }}
 }
 """
 )
@@ -60,6 +61,7 @@ OPTIONAL_PATHS = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     ],
+    "use_mlflow": ["extensions/mlflow_tracking.py", "tests/test_mlflow.py"],
 }
 
 # Caches that tools leave when they are run inside the template folder itself; they are not part of a project.

@@ -76,11 +76,14 @@ BASE_FILES = {
     "utils/prediction.py",
     "utils/tiling.py",
     "utils/tracking/__init__.py",
+    "utils/tracking/colours.py",
     "utils/tracking/csv_logs.py",
+    "utils/tracking/explore.py",
     "utils/tracking/plot.py",
     "utils/tracking/report.py",
     "utils/tracking/report_plot.py",
     "utils/tracking/report_table.py",
+    "notebooks/explore_runs.ipynb",
     "tests/conftest.py",
     "tests/test_config.py",
     "tests/test_saved_configs.py",
@@ -94,6 +97,8 @@ BASE_FILES = {
     "tests/test_loss.py",
     "tests/test_models.py",
     "tests/test_report.py",
+    "tests/test_colours.py",
+    "tests/test_explore.py",
     "tests/test_resume.py",
     "tests/test_routines.py",
     "tests/test_user_errors_predict.py",
@@ -144,6 +149,7 @@ OPTION_FILES = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     },
+    "use_mlflow": {"extensions/mlflow_tracking.py", "tests/test_mlflow.py"},
 }
 
 DEFAULTS = {
@@ -154,6 +160,7 @@ DEFAULTS = {
     "use_smtp_notifications": False,
     "use_docker": False,
     "use_hyperparameter_search": False,
+    "use_mlflow": False,
 }
 
 # Each routine alone and with the others (all three; ignite with fastai); every answer value of the other questions at
@@ -172,6 +179,7 @@ SUPPORTED_COMBINATIONS = [
         "use_smtp_notifications": True,
         "use_docker": True,
         "use_hyperparameter_search": True,
+        "use_mlflow": True,
     },
     {
         "routine_pytorch": False,

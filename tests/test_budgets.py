@@ -3,7 +3,12 @@
 from conftest import TEMPLATE_DIR
 from test_bake import bake_ok
 
-ALL_OPTIONS = {"use_smtp_notifications": True, "use_docker": True, "use_hyperparameter_search": True}
+ALL_OPTIONS = {
+    "use_smtp_notifications": True,
+    "use_docker": True,
+    "use_hyperparameter_search": True,
+    "use_mlflow": True,
+}
 MAX_LINES = 300
 # One raw run, read in order (DESIGN.md, "The reading path"); docs/generated-project.md states the figure.
 READING_PATH = [

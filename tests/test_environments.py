@@ -22,6 +22,7 @@ OPTIONAL_PACKAGES = {
     "use_tensorboard": {"tensorboard"},
     "use_smtp_notifications": {"aiosmtpd"},
     "use_hyperparameter_search": {"optuna"},
+    "use_mlflow": {"mlflow"},
 }
 CONDA_FILES = {"environment.yml": "requirements.txt", "dev.yml": "requirements-dev.txt"}
 

@@ -15,6 +15,7 @@ OPTION_WORDS = {
     "use_smtp_notifications": ["smtp", "--notify", "e-mail"],
     "use_docker": ["docker"],
     "use_hyperparameter_search": ["optuna", "hyperparameter", "make search"],
+    "use_mlflow": ["mlflow"],
 }
 # Named in the README as what runs and users create, not as files of the project.
 NOT_BAKED = ("logs/", "weights/", "data/", "predictions", ".venv", ".env", "path/to/")

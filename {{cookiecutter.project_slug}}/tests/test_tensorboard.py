@@ -8,8 +8,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from config.overrides import ROUTINES
-from utils.data.targets import IGNORE
-from utils.tracking.tensorboard import IGNORED_GREY, PALETTE, TensorBoardLogger, image_colours, label_colours
+from utils.tracking.tensorboard import TensorBoardLogger
 
 
 @pytest.mark.parametrize("routine", ROUTINES)
@@ -45,25 +44,6 @@ def test_events_match_history_with_the_same_tags_in_every_routine(routine: str, 
     assert inputs.height == 32 and inputs.width == 8 * 2 * 32  # the first batch of 8, each input | mask
     image = events.Images("predictions")[-1]
     assert image.height == 32 and image.width == 4 * 3 * 32  # 4 samples, each input | mask | prediction
-
-
-def test_tensorboard_label_maps_show_the_task():
-    """Masks and predictions as colours: binary white, multiclass the palette, multilabel RGB, ignored grey; inputs of
-    many bands show their first three as RGB."""
-    binary = torch.tensor([[[[0.0, 1.0, float(IGNORE)]]]])
-    assert label_colours(binary, "binary")[0, :, 0].T.tolist() == [[0.0] * 3, [1.0] * 3, [IGNORED_GREY] * 3]
-    classes = torch.tensor([[[[0, 1, 2, IGNORE]]]])
-    colours = label_colours(classes, "multiclass")
-    assert colours.shape == (1, 3, 1, 4)
-    torch.testing.assert_close(colours[0, :, 0, :3].T, PALETTE[:3])
-    assert len({tuple(c) for c in PALETTE.tolist()}) == len(PALETTE)  # every class its own colour
-    labels = torch.zeros(1, 4, 1, 3)
-    labels[0, 0, 0, 0] = labels[0, 2, 0, 1] = labels[0, 3, 0, 2] = 1  # label 3 is past the three shown
-    assert label_colours(labels, "multilabel")[0, :, 0].T.tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
-    image = torch.arange(12 * 4, dtype=torch.float32).view(1, 12, 2, 2)
-    rgb = image_colours(image)
-    assert rgb.shape == (1, 3, 2, 2) and rgb.min() == 0 and rgb.max() == 1 and rgb[0, 2, 1, 1] == 1
-    assert torch.equal(image_colours(image[:, :1])[0, 0], image_colours(image[:, :1])[0, 2])  # one band: grey
 
 
 def test_tensorboard_logs_multiclass_predictions(tmp_path):

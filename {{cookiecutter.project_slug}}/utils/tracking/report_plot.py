@@ -1,6 +1,7 @@
 """The curves of ``python -m utils.tracking.report --plot``: runs named on the command line, their history.csv, one PNG.
 
-:func:`resolve_runs` turns names into runs, :func:`plot_runs` overlays their losses and a validation score.
+:func:`resolve_runs` turns names into runs, :func:`read_histories` reads their history.csv, :func:`plot_runs` overlays
+their losses and a validation score (notebooks/explore_runs.ipynb calls the same three).
 """
 
 from collections.abc import Iterable, Sequence
@@ -57,8 +58,9 @@ def curve_metric(metric: str | None, histories: Iterable[pd.DataFrame]) -> str |
     return "val_dice" if "val_dice" in columns else next(iter(columns), None)
 
 
-def plot_runs(histories: dict[str, pd.DataFrame], output: Path, metric: str | None = None) -> Figure:
-    """Overlay the runs' losses (left) and a validation score (right) per epoch, save the PNG, return the figure.
+def plot_runs(histories: dict[str, pd.DataFrame], output: Path | None = None, metric: str | None = None) -> Figure:
+    """Overlay the runs' losses (left) and a validation score (right) per epoch, save the PNG (with ``output``),
+    return the figure (a notebook shows it).
 
     One colour per run in both panels; on the left the validation loss is solid and the training loss dashed.
     The returned figure is detached from pyplot (no global state, nothing to close), so tests can inspect it.
@@ -84,13 +86,15 @@ def plot_runs(histories: dict[str, pd.DataFrame], output: Path, metric: str | No
     if ax_score.lines:
         ax_score.legend(fontsize="small")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output)
     return fig
 
 
-def plot_histories(table: pd.DataFrame, log_dir: Path, output: Path, metric: str | None) -> Path:
-    """Read the history.csv of each run of ``table`` (in its order) and draw them into ``output``."""
+def read_histories(table: pd.DataFrame, log_dir: Path) -> dict[str, pd.DataFrame]:
+    """run name -> history.csv of each run of ``table``, in its order; a run without one (stopped or failed before
+    its first epoch) is named in a note and left out. ReportError when none has one."""
     histories: dict[str, pd.DataFrame] = {}
     for _, row in table.iterrows():
         path = history_path(log_dir, row)
@@ -101,5 +105,10 @@ def plot_histories(table: pd.DataFrame, log_dir: Path, output: Path, metric: str
             print(f"note: {row['run_name']} has no history.csv (no epoch finished); left out of the plot")
     if not histories:
         raise ReportError("none of these runs has a history.csv yet: nothing to plot")
-    plot_runs(histories, output, metric)
+    return histories
+
+
+def plot_histories(table: pd.DataFrame, log_dir: Path, output: Path, metric: str | None) -> Path:
+    """Read the history.csv of each run of ``table`` (in its order) and draw them into ``output``."""
+    plot_runs(read_histories(table, log_dir), output, metric)
     return output
