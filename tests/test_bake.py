@@ -97,6 +97,7 @@ BASE_FILES = {
     "tests/test_loss.py",
     "tests/test_models.py",
     "tests/test_report.py",
+    "tests/test_report_notebook.py",
     "tests/test_colours.py",
     "tests/test_explore.py",
     "tests/test_resume.py",
