@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+import extensions
 from config.device import DeviceError, get_device
 from config.paths import get_global_config
 from config.serialize import from_jsonable
@@ -74,6 +75,8 @@ def evaluate(args: argparse.Namespace) -> Path:
     name = safe_name(args.name or Path(args.data).resolve().name)
     output = global_config.LOG_DIR / predictor.run_name / "evaluation" / name
     write_tables(output, tables(scores, [Path(image).name for image, _ in folder.pairs], predictor.classes))
+    checkpoint = {"config": predictor.config, "run_name": predictor.run_name, "extensions": predictor.extensions}
+    extensions.evaluated(checkpoint, output, global_config.LOG_DIR)  # e.g. the tables to the run's tracking
     means = scores.means()
     print(f"{len(samples)} image(s) of {args.data} with {weights}:")
     for metric, value in means.items():

@@ -7,7 +7,9 @@ Each module may define any of:
 - ``add_arguments(parser)`` and ``apply_arguments(args, config)``: its options of train.py;
 - ``make_hook(config) -> hook or None``: what it does during a run. A hook has any of the methods
   ``on_start(run)``, ``on_step(run, loss)``, ``on_epoch_end(run, row)``, ``on_finish(run, result)``, and
-  ``state_dict()`` / ``load_state_dict(state)`` for its own entry in the run's checkpoints.
+  ``state_dict()`` / ``load_state_dict(state)`` for its own entry in the run's checkpoints;
+- ``on_evaluation(checkpoint, folder, log_dir)``: evaluate.py wrote the tables of ``checkpoint`` (the dict loaded
+  from its file) into ``folder``.
 
 Only rank 0 of a distributed run calls hooks. A hook's error in ``on_finish`` is its own to report: it must not
 hide the run's outcome.
@@ -16,6 +18,7 @@ hide the run's outcome.
 import argparse
 import importlib
 import pkgutil
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -50,3 +53,10 @@ def make_hooks(config: dict[str, Any]) -> list[Any]:
     """The hooks of the extensions that ``config`` turns on."""
     hooks = (module.make_hook(config) for module in modules() if hasattr(module, "make_hook"))
     return [hook for hook in hooks if hook is not None]
+
+
+def evaluated(checkpoint: dict[str, Any], folder: Path, log_dir: Path) -> None:
+    """Tell each extension that evaluate.py wrote ``checkpoint``'s tables into ``folder``."""
+    for module in modules():
+        if hasattr(module, "on_evaluation"):
+            module.on_evaluation(checkpoint, folder, log_dir)

@@ -111,13 +111,17 @@ class MlflowHook:
             return None
 
     def _connect(self, run: Any) -> None:
+        self._connect_to(run.recorder.run_dir.parent)
+
+    def _connect_to(self, log_dir: Path) -> None:
+        """A client of the run's store: MLFLOW_TRACKING_URI, or the SQLite file in ``log_dir``; bounded retries."""
         for name, value in HTTP_DEFAULTS.items():
             os.environ.setdefault(name, value)
         for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..." and co.
             logging.getLogger(name).setLevel(logging.WARNING)
         from mlflow.tracking import MlflowClient  # pylint: disable=import-outside-toplevel  # slow: only when on
 
-        self.client = MlflowClient(tracking_uri(run.recorder.run_dir.parent))
+        self.client = MlflowClient(tracking_uri(log_dir))
 
     def _open(self, run: Any) -> bool:
         """Create the MLflow run (a new run) or mark it running again (a resumed one); False: MLflow is off."""
@@ -220,6 +224,21 @@ class MlflowHook:
                 self._call("weights upload", self.client.log_artifact, self.run_id, str(path), "weights")
         self._call("status", self.client.set_tag, self.run_id, "status", result.status)
         self._call("status", self.client.set_terminated, self.run_id, STATUSES.get(result.status, "FINISHED"))
+
+
+def on_evaluation(checkpoint: dict[str, Any], folder: Path, log_dir: Path) -> None:
+    """evaluate.py's tables of a run logged with MLflow go to its MLflow run, under evaluation/<name>; a failure is
+    one warning (the tables are written already)."""
+    run_id = (checkpoint.get("extensions") or {}).get(MlflowHook.__name__, {}).get("run_id")
+    if not checkpoint["config"].get("MLFLOW") or run_id is None:
+        return
+    hook = MlflowHook({"MLFLOW_EXPERIMENT": None, "SESSION_NAME": "", "MLFLOW_LOG_WEIGHTS": False})
+    hook.run_id = run_id
+    hook._call("connect", hook._connect_to, log_dir)  # pylint: disable=protected-access  # its bounded call
+    if hook.client is not None:
+        hook._call(  # pylint: disable=protected-access
+            "artifact upload", hook.client.log_artifacts, run_id, str(folder), f"evaluation/{folder.name}"
+        )
 
 
 def make_hook(config: dict[str, Any]) -> MlflowHook | None:

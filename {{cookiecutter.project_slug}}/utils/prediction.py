@@ -7,7 +7,7 @@ no normalisation and no no-data value, as they were trained.
 """
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Predictor:
     config: dict[str, Any]
     stats: dict[str, Any] | None
     run_name: str
+    extensions: dict[str, Any] = field(default_factory=dict)  # the checkpoint's extension states (an MLflow run id)
 
     @property
     def task(self) -> str:
@@ -95,7 +96,10 @@ def load_predictor(weights: Path, device: torch.device) -> Predictor:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{weights}: cannot rebuild its model ({message})") from None
     run_name = str(checkpoint.get("run_name") or weights.resolve().parent.name)
-    return Predictor(model.to(device).eval(), checkpoint["config"], checkpoint.get("normalization"), run_name)
+    extensions = checkpoint.get("extensions") or {}
+    return Predictor(
+        model.to(device).eval(), checkpoint["config"], checkpoint.get("normalization"), run_name, extensions
+    )
 
 
 def load_model(weights: Path, device: torch.device) -> tuple[nn.Module, int]:
