@@ -40,7 +40,8 @@ def _train(routine: str, config: dict, global_config: GlobalConfig, **kwargs: An
 
 
 def _mlflow_config(tiny_config: dict, **changes: Any) -> dict:
-    return {**tiny_config, "MLFLOW": True, "TENSORBOARD": False, "MLFLOW_EXPERIMENT": "tests", **changes}
+    quiet = {"TENSORBOARD": False} if "TENSORBOARD" in tiny_config else {}  # the key exists with its option only
+    return {**tiny_config, **quiet, "MLFLOW": True, "MLFLOW_EXPERIMENT": "tests", **changes}
 
 
 def _only_run(client: MlflowClient, experiment: str = "tests") -> Any:
