@@ -105,10 +105,9 @@ def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor],
     """LOSS with LOSS_CONFIG (and TASK, when it takes one): a class (an nn.Module) is instantiated, a function
     gets them bound; either way ``loss(logits, target) -> scalar``."""
     loss, kwargs = config["LOSS"], config["LOSS_CONFIG"]
-    bound = with_task(loss, config["TASK"])
     if isinstance(loss, type) or isinstance(getattr(loss, "func", None), type):
-        return bound(**kwargs)
-    return functools.partial(bound, **kwargs) if kwargs else bound
+        return with_task(loss, config["TASK"])(**kwargs)
+    return functools.partial(with_task(loss, config["TASK"]), **kwargs) if kwargs else with_task(loss, config["TASK"])
 
 
 def build_metrics(config: dict[str, Any]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
