@@ -117,7 +117,7 @@ def test_the_masks_that_worked_keep_working(tmp_path: Path) -> None:
     for stem in "abcd":
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{stem}.png")
     folder = SegmentationFolder(tmp_path)
-    assert folder.lossy_masks == {}
+    assert not folder.lossy_masks
     binary = SegmentationSamples(folder, MaskEncoder("binary", 1))  # any value > 0 is foreground
     for index in range(3):
         assert torch.equal(binary[index][1][0], torch.from_numpy(labels > 0).float())

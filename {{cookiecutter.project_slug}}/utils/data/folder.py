@@ -193,17 +193,11 @@ def sample_source(dataset: Dataset, index: int, part: str = "mask") -> str:
 
 
 def lossy_masks(dataset: Dataset) -> dict[Path, str]:
-    """The masks of ``dataset``'s samples (through Subsets) that are in a lossy format, path -> format (JPEG);
-    empty for datasets without files (SyntheticShapes)."""
-    indices = None
+    """The masks in a lossy format, path -> format (JPEG), of the folder under ``dataset`` (through Subsets: the
+    whole folder's, as the user sees it); empty for datasets without files (SyntheticShapes)."""
     while isinstance(dataset, Subset):
-        indices = [int(dataset.indices[i]) for i in (range(len(dataset)) if indices is None else indices)]
         dataset = dataset.dataset
-    lossy, pairs = getattr(dataset, "lossy_masks", None) or {}, getattr(dataset, "pairs", [])
-    if indices is not None and lossy:
-        kept = {pairs[index][1] for index in indices}
-        return {path: kind for path, kind in lossy.items() if path in kept}
-    return dict(lossy)
+    return dict(getattr(dataset, "lossy_masks", None) or {})
 
 
 def dataset_name(dataset: Dataset) -> str:
