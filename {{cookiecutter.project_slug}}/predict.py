@@ -5,7 +5,9 @@ Inputs are files, folders or glob patterns (PNG, JPEG, TIFF, .npy) of any size. 
 models, one 0/255 band per label); ``--probabilities`` adds ``<stem>_prob.tif`` (float32, one band per class). A
 georeferenced TIFF gives GeoTIFFs with its CRS and transform when rasterio is installed. Large images are predicted
 in overlapping tiles, blended, so that memory follows the image and not the network. The model is rebuilt from the
-checkpoint's own config with its normalisation; by default it is best.pt of the latest run in WEIGHT_DIR.
+checkpoint's own config with its normalisation; by default it is best.pt of the latest run in WEIGHT_DIR. Hidden and
+system files that folders and patterns find (``._0000.png``, ``@eaDir/``: utils/data/system_files.py) are skipped and
+counted in one line; a file named on the command line is read whatever its name.
 """
 
 import argparse
@@ -18,28 +20,43 @@ from config.device import DeviceError, get_device
 from config.paths import get_global_config
 from training.checkpoint import CheckpointError, find_checkpoint
 from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image
+from utils.data.system_files import is_system_file, skipped_line
 from utils.prediction import load_model, load_predictor, output_names, predict_mask, write_outputs
 from utils.tiling import sliding_window, tile_for
 
 __all__ = ["find_inputs", "load_model", "main", "output_folder", "predict_mask"]
 
 
-def find_inputs(patterns: list[str]) -> list[Path]:
-    """Expand files, folders and globs into a sorted list of image files."""
+def find_inputs(patterns: list[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Expand files, folders and globs into a sorted list of image files. Hidden and system files that a folder or
+    pattern finds (any part of the path below the folder, or below the pattern's fixed start, hidden or a system
+    folder) go to ``skipped`` instead; a file named as such is kept.
+
+    Raises:
+        DataError: a pattern matches nothing, or no image is left.
+    """
     found: set[Path] = set()
+    skipped = [] if skipped is None else skipped
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            candidates = [p for p in path.iterdir() if p.is_file()]
+            base, candidates = path, [p for p in path.iterdir() if p.is_file()]
         elif path.is_file():
-            candidates = [path]
+            base, candidates = None, [path]
         else:
-            candidates = [Path(p) for p in glob.glob(pattern, recursive=True)]
-            if not candidates:
+            magic = next((i for i, part in enumerate(path.parts) if glob.has_magic(part)), len(path.parts))
+            matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
+            base, candidates = Path(*path.parts[:magic]), [p for p in matches if p.is_file()]
+            if not matches:
                 raise DataError(f"no such file, folder or match: {pattern}")
-        found.update(p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS)
+        for candidate in (p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS):
+            if base is not None and is_system_file(candidate.relative_to(base)):
+                skipped.append(candidate)
+            else:
+                found.add(candidate)
     if not found:
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(patterns)}")
+        also = f"; {skipped_line(skipped)}" if skipped else ""
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(patterns)}{also}")
     return sorted(found)
 
 
@@ -76,7 +93,14 @@ def output_folder(output: str, inputs: list[Path], names: dict[Path, list[str]] 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of predict.py."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("-i", "--input", nargs="+", required=True, help="image files, folders or glob patterns")
+    parser.add_argument(
+        "-i",
+        "--input",
+        nargs="+",
+        required=True,
+        help="image files, folders or glob patterns; hidden and system files (._x.png, @eaDir/) that a folder or "
+        "pattern finds are skipped, a file named here is read",
+    )
     parser.add_argument("-o", "--output", required=True, help="folder for the masks (created)")
     parser.add_argument(
         "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
@@ -99,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
         parser.error(f"--threshold must be a probability between 0 and 1 (exclusive), got {args.threshold}")
     if args.tile < 0 or not 0.0 <= args.overlap < 1.0:  # the second refuses nan too
         parser.error(f"--tile must be >= 0 and --overlap in [0, 1), got {args.tile} and {args.overlap}")
-    written = 0
+    written, skipped = 0, []
     try:
-        inputs = find_inputs(args.input)
+        inputs = find_inputs(args.input, skipped)
+        if skipped:
+            print(skipped_line(sorted(set(skipped))))
         device = get_device(args.device)
         try:
             weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")

@@ -178,6 +178,8 @@ def task_checks(config: dict[str, Any]) -> list[str]:
         problems.append("PATCH_FOREGROUND centres patches, but PATCH_SIZE is None (whole images): set PATCH_SIZE")
     if config["MASK_VALUES"] is not None and task == "multilabel":
         problems.append("MASK_VALUES maps one class per pixel; TASK 'multilabel' reads K-band masks: set it None")
+    if config["MASK_THRESHOLD"] is not None and (task == "multiclass" or config["MASK_VALUES"] is not None):
+        problems.append("MASK_THRESHOLD reads binary and multilabel masks without MASK_VALUES: set it None")
     if config["NORMALIZATION"] == "init" and config["INIT_FROM"] is None:
         problems.append("NORMALIZATION 'init' takes INIT_FROM's statistics, but INIT_FROM is None")
     loss = config["LOSS"]

@@ -60,6 +60,10 @@ SCHEMA: dict[str, Key] = {
         of_type(int, str, tuple, list, name="an int, an 'r,g,b' colour", optional=True),
     ),
     "MASK_VALUES": Key("None, or {mask value or 'r,g,b' colour: class index} for coded masks", mask_values),
+    "MASK_THRESHOLD": Key(
+        "binary/multilabel: mask values above it are set (None: above 0); needed for JPEG masks, e.g. 127 for 0/255",
+        number_in(-1e-300, float("inf"), ">= 0", optional=True),
+    ),
     "MODEL": Key("the model: a class or function returning an nn.Module, called with MODEL_CONFIG", callable_or_none()),
     "MODEL_CONFIG": Key("keyword arguments of MODEL", kwargs_dict),
     "DATASET": Key("dataset class (or function) returning (image, mask) pairs", callable_or_none()),

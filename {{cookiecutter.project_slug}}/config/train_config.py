@@ -25,6 +25,7 @@ TRAIN_CONFIG = {
     "CLASSES": ["shape"],  # names, in output-channel order (binary: the foreground's); metrics per class
     "IGNORE_INDEX": None,  # multiclass: a mask value (e.g. 255) counted in neither loss nor metrics
     "MASK_VALUES": None,  # e.g. {0: 0, 128: 1, 255: 2} or {"255,0,0": 1}: mask value or colour -> class
+    "MASK_THRESHOLD": None,  # binary/multilabel: values above it are set (None: > 0); 127 reads 0/255 JPEG masks
     "MODEL": UNet,
     "MODEL_CONFIG": {
         "in_channels": 1,

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import pytest
 from filelock import FileLock
+from PIL import Image
 from user_errors import (
     PROJECT_ROOT,
     TINY,
@@ -56,6 +57,13 @@ def hold_lock(_tmp: Path, global_config: GlobalConfig, run: str) -> FileLock:
     return lock
 
 
+def jpeg_masks(tmp: Path, *_: Any) -> None:
+    """10 pairs in ``tmp``/set whose 0/255 masks are saved as JPEG (quality 75), as some tools export them."""
+    for mask in sorted((write_images(tmp / "set", 10) / "masks").glob("*.png")):
+        Image.open(mask).save(mask.with_suffix(".jpg"), quality=75)
+        mask.unlink()
+
+
 CASES = {
     "batch_size=0": Case(("--set", "DATA_LOADER_CONFIG.batch_size=0"), ("batch_size",)),
     "num_workers=-1": Case(("--set", "DATA_LOADER_CONFIG.num_workers=-1"), ("num_workers",)),
@@ -80,6 +88,7 @@ CASES = {
         ("255", "MASK_VALUES"),
         setup=lambda tmp, *_: write_images(tmp / "set", 10),
     ),
+    "JPEG masks": Case(FOLDER, ("0.jpg is JPEG, a lossy format", "PNG or TIFF", "MASK_THRESHOLD"), setup=jpeg_masks),
     "config: no file": Case(("--config", "{tmp}/nothere.py"), ("--config", "no such file")),
     "config: syntax": Case(("--config", "{tmp}/c.py"), ("--config", "line 1", "SyntaxError"), {"c.py": "X = {\n"}),
     "config: import": Case(("--config", "{tmp}/c.py"), ("line 1", "no_such_mod"), {"c.py": "import no_such_module\n"}),

@@ -78,7 +78,9 @@ def build_datasets(config: dict[str, Any], source: dict[str, Any] | None = None)
     task, classes = config["TASK"], config["CLASSES"]
     num_classes = 2 if task == "binary" else len(classes)  # a binary mask holds two values, 0 and 1
     try:
-        encoder = MaskEncoder(task, num_classes, config["MASK_VALUES"], config["IGNORE_INDEX"])
+        encoder = MaskEncoder(
+            task, num_classes, config["MASK_VALUES"], config["IGNORE_INDEX"], config["MASK_THRESHOLD"]
+        )
     except ValueError as err:
         raise ConfigError(f"MASK_VALUES / IGNORE_INDEX: {err}") from None
     patch = RandomPatch(config["PATCH_SIZE"], config["PATCH_FOREGROUND"]) if config["PATCH_SIZE"] else None

@@ -67,7 +67,9 @@ def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFold
     config = predictor.config
     folder = SegmentationFolder(root, channels=predictor.channels)
     num_classes = 2 if predictor.task == "binary" else len(predictor.classes)
-    encoder = MaskEncoder(predictor.task, num_classes, config.get("MASK_VALUES"), config.get("IGNORE_INDEX"))
+    encoder = MaskEncoder(
+        predictor.task, num_classes, config.get("MASK_VALUES"), config.get("IGNORE_INDEX"), config.get("MASK_THRESHOLD")
+    )
     return folder, SegmentationSamples(folder, encoder, predictor.stats, predictor.nodata)
 
 

@@ -6,6 +6,7 @@ utils/data/targets.py turns them into targets). A ``transform(image, mask) -> (i
 ``group_names`` gives each pair's group (scene) for a grouped validation split.
 """
 
+import logging
 import re
 from pathlib import Path
 
@@ -13,18 +14,26 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, Subset
 
-from utils.data.images import IMAGE_EXTENSIONS, DataError, image_size, read_image, read_mask
+from utils.data.images import IMAGE_EXTENSIONS, DataError, read_header, read_image, read_mask
 from utils.data.synthetic import PairTransform
+from utils.data.system_files import is_system_file, skipped_line
+
+# The project's console logger (train.py shows it; evaluate.py's unconfigured logging prints its warnings).
+LOGGER = logging.getLogger("project.data")
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the image files in ``folder``; refuse an empty folder and duplicate stems."""
+def _files_by_stem(folder: Path, skipped: list[str]) -> dict[str, Path]:
+    """Map file stem -> path for the image files in ``folder``; refuse an empty folder and duplicate stems. Hidden
+    and system files with an image's extension (``._0000.png``) go to ``skipped`` as ``<folder name>/<name>``."""
     if not folder.is_dir():
         raise DataError(f"folder not found: {folder}")
     by_stem: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         # Other files (README, .gitkeep, thumbnails) are skipped rather than refused: folders often hold them.
         if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if is_system_file(path.name):  # AppleDouble ._x.png: not an image, and would claim the stem "._x"
+            skipped.append(f"{folder.name}/{path.name}")
             continue
         if path.stem in by_stem:
             raise DataError(f"two files with the same stem in {folder}: {by_stem[path.stem].name} and {path.name}")
@@ -41,7 +50,10 @@ class SegmentationFolder(Dataset):
     of any number of bands (utils/data/images.py). Pairs are sorted by stem and exposed as ``.pairs``; pairs may
     differ in size from each other (patches or padding make batches), but an image and its mask may not.
     Everything that can be checked from file headers is checked here, so a bad folder fails before training
-    starts rather than in the middle of an epoch.
+    starts rather than in the middle of an epoch. Hidden and system files (``._0000.png``, see
+    utils/data/system_files.py) are skipped, counted in one warning line and listed in ``.skipped``; masks in a
+    lossy format (JPEG) are listed in ``.lossy_masks`` (path -> format) for SegmentationSamples to refuse or
+    threshold (utils/data/targets.py).
 
     Args:
         root: dataset folder.
@@ -74,8 +86,11 @@ class SegmentationFolder(Dataset):
         self.transform = transform
         if not self.root.is_dir():
             raise DataError(f"dataset folder not found: {self.root}")
-        images = _files_by_stem(self.root / image_dir)
-        masks = _files_by_stem(self.root / mask_dir)
+        self.skipped: list[str] = []
+        images = _files_by_stem(self.root / image_dir, self.skipped)
+        masks = _files_by_stem(self.root / mask_dir, self.skipped)
+        if self.skipped:
+            LOGGER.warning("%s", skipped_line(self.skipped, str(self.root)))
 
         for stem, path in images.items():
             if stem not in masks:
@@ -85,8 +100,12 @@ class SegmentationFolder(Dataset):
                 raise DataError(f"mask {path} has no image named {stem}.* in {self.root / image_dir}")
 
         self.pairs: list[tuple[Path, Path]] = [(images[stem], masks[stem]) for stem in sorted(images)]
+        self.lossy_masks: dict[Path, str] = {}
         for image_path, mask_path in self.pairs:
-            image_hw, mask_hw = image_size(image_path, "image"), image_size(mask_path, "mask")
+            height, width, lossy = read_header(mask_path, "mask")
+            image_hw, mask_hw = read_header(image_path, "image")[:2], (height, width)
+            if lossy:
+                self.lossy_masks[mask_path] = lossy
             if image_hw != mask_hw:
                 raise DataError(
                     f"size mismatch: image {image_path} is {image_hw[0]}x{image_hw[1]} (HxW) "
@@ -171,6 +190,14 @@ def sample_source(dataset: Dataset, index: int, part: str = "mask") -> str:
         dataset, index = dataset.dataset, int(dataset.indices[index])
     pairs = getattr(dataset, "pairs", None)
     return str(pairs[index][part == "mask"]) if pairs is not None else f"sample {index} of {dataset_name(dataset)}"
+
+
+def lossy_masks(dataset: Dataset) -> dict[Path, str]:
+    """The masks in a lossy format, path -> format (JPEG), of the folder under ``dataset`` (through Subsets: the
+    whole folder's, as the user sees it); empty for datasets without files (SyntheticShapes)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dict(getattr(dataset, "lossy_masks", None) or {})
 
 
 def dataset_name(dataset: Dataset) -> str:

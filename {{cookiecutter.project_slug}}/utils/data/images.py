@@ -27,6 +27,11 @@ _PIL_MASK_MODES = ("1", "L", "P", "F", "RGB", *_PIL_16BIT_MODES)
 _FULL_SCALE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.bool_): 1.0}
 # ITU-R 601-2 luma weights, the ones PIL's convert("L") uses, so .npy, TIFF and PNG inputs agree.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Formats whose compression changes pixel values, so that a mask in one no longer holds its labels near edges
+# (utils/data/targets.py refuses them unless MASK_THRESHOLD says how to read them). PIL names the content's format:
+# a JPEG renamed .png is still one. WebP files are not read at all (IMAGE_EXTENSIONS).
+_LOSSY_PIL = {"JPEG": "JPEG", "MPO": "JPEG"}
+_LOSSY_TIFF = {tifffile.COMPRESSION[name] for name in ("OJPEG", "JPEG", "JPEG_LOSSY", "JPEG_2000_LOSSY", "WEBP")}
 
 
 # tifffile logs a warning of its own for a damaged file before it raises; the one line that names the file is ours.
@@ -197,7 +202,19 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def image_size(path: str | Path, kind: str) -> tuple[int, int]:
-    """Height and width of a file from its header only (PIL lazily, .npy memory-mapped, TIFF series shape/axes).
+    """Height and width of a file from its header only (see :func:`read_header`).
+
+    Raises:
+        DataError: ``cannot read <kind> <path>: <reason>`` for a missing, corrupt or unsupported file.
+    """
+    height, width, _ = read_header(path, kind)
+    return height, width
+
+
+def read_header(path: str | Path, kind: str) -> tuple[int, int, str | None]:
+    """Height, width and lossy format of a file from its header only (PIL lazily, .npy memory-mapped, TIFF series
+    shape, axes and compression): the format is "JPEG" (PIL's reading of the content, whatever the suffix) or
+    "JPEG-compressed TIFF" for a lossy one, None for PNG, other TIFF and .npy.
 
     Raises:
         DataError: ``cannot read <kind> <path>: <reason>`` for a missing, corrupt or unsupported file.
@@ -206,13 +223,14 @@ def image_size(path: str | Path, kind: str) -> tuple[int, int]:
     try:
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            return _npy_chw(np.load(path, mmap_mode="r", allow_pickle=False)).shape[1:]
+            return (*_npy_chw(np.load(path, mmap_mode="r", allow_pickle=False)).shape[1:], None)
         if suffix in _TIFF_EXTENSIONS:
             with tifffile.TiffFile(path) as tif:
                 series = _tiff_series(tif)[0]
-                return series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")]
+                lossy = "JPEG-compressed TIFF" if series.keyframe.compression in _LOSSY_TIFF else None
+                return series.shape[series.axes.index("Y")], series.shape[series.axes.index("X")], lossy
         with Image.open(path) as img:
             width, height = img.size
-            return height, width
+            return height, width, _LOSSY_PIL.get(str(img.format))
     except _READ_ERRORS as exc:
         raise DataError(f"cannot read {kind} {path}: {exc}") from exc

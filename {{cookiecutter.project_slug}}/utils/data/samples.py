@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from utils.data.folder import sample_source
+from utils.data.folder import lossy_masks, sample_source
 from utils.data.images import DataError
 from utils.data.normalization import invalid_pixels, normalize
 from utils.data.targets import IGNORE, MaskEncoder
@@ -33,8 +33,10 @@ class SegmentationSamples(Dataset):
         patch: a RandomPatch for training, or None for whole images (padded later by pad_collate).
         transform: a paired augmentation applied last, e.g. RandomFlipRotate.
 
-    Raises (per sample):
-        DataError: from the encoder, or an image and mask of different sizes, naming the mask file or sample.
+    Raises:
+        DataError: at construction, for masks in a lossy format (JPEG) that ``encoder`` does not threshold
+            (:meth:`MaskEncoder.check_lossy`); per sample, from the encoder, or an image and mask of different
+            sizes, naming the mask file or sample.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class SegmentationSamples(Dataset):
         patch: RandomPatch | None = None,
         transform: PairTransform | None = None,
     ) -> None:
+        encoder.check_lossy(lossy_masks(dataset))  # before training, from the file headers read at init
         self.dataset, self.encoder, self.stats, self.nodata = dataset, encoder, stats, nodata
         self.patch, self.transform = patch, transform
 
