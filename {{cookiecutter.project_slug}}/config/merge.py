@@ -27,7 +27,8 @@ class Replace(dict):
     in_channels=1, out_channels=3)`` builds ``UNet(in_channels=1, out_channels=3)`` with its signature's defaults.
 
     It is a dict in every other respect: checks, ``--set MODEL_CONFIG.depth=2`` and config.json (which records the
-    merged, effective dict) see a plain dict.
+    effective dict, as JSON data) see a dict. It stays a Replace in the loaded config, so that a file that starts
+    from ``load_config(this_file)`` (the search's best_config.py) replaces the default's dict too.
     """
 
 
@@ -37,12 +38,12 @@ def _name(value: Any) -> str:
 
 
 def merge_config(defaults: dict[str, Any], file_config: dict[str, Any]) -> dict[str, Any]:
-    """``file_config`` (a --config file's TRAIN_CONFIG) with its dicts of keyword arguments merged into
-    ``defaults``' by the rule of this module; keys that the file leaves out stay out (validation fills them in).
+    """``defaults`` (config/train_config.py's TRAIN_CONFIG) updated with ``file_config`` (a --config file's) by the
+    rule of this module: every key of either, the file's dicts of keyword arguments merged or replaced.
 
     Logs one line for each class that the file changes where the default's keyword arguments are left out.
     """
-    merged = {key: dict(value) if isinstance(value, Replace) else value for key, value in file_config.items()}
+    merged = dict(file_config)  # a Replace stays one: a file built on this one's (best_config.py) replaces it too
     for key, value in file_config.items():
         owner = key.removesuffix("_CONFIG")
         if isinstance(value, Replace) or not (key.endswith("_CONFIG") or key in KEYWORD_DICTS):
@@ -61,4 +62,4 @@ def merge_config(defaults: dict[str, Any], file_config: dict[str, Any]) -> dict[
                 "%s changed to %s: %s is the file's, not merged with the default's (%s left out)",
                 owner, _name(value), key, ", ".join(left_out),
             )  # fmt: skip
-    return merged
+    return {**defaults, **merged}
