@@ -112,7 +112,8 @@ def test_an_undefined_metric_is_no_step(caplog: pytest.LogCaptureFixture) -> Non
 
 
 def test_a_scheduler_that_reads_no_metric_steps_every_epoch() -> None:
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer(), step_size=1, gamma=0.5)
+    scheduler = torch.optim.lr_scheduler.StepLR(optim := optimizer(), step_size=1, gamma=0.5)
+    optim.step()  # an epoch's training first, as in a run
     step_epoch_scheduler(scheduler, {"val_dice": float("nan")}, "val_dice")  # it reads no metric: a NaN is no matter
     step_epoch_scheduler(None, {}, "val_dice")
     assert scheduler.get_last_lr() == [0.5]
