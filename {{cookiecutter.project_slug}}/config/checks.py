@@ -189,3 +189,38 @@ def task_checks(config: dict[str, Any]) -> list[str]:
     if config["VAL_GROUPS"] is not None and config["VAL_DATASET"] is not None:
         problems.append("VAL_GROUPS splits DATASET, but VAL_DATASET is set: set one of them None")
     return problems
+
+
+def reads_metric(scheduler: Any) -> bool:
+    """Whether a scheduler (a class, a functools.partial of one, or an instance) is stepped with a value: its
+    ``step`` takes a required positional argument, as ReduceLROnPlateau's ``step(metrics)`` does."""
+    target = scheduler if isinstance(scheduler, type) else getattr(scheduler, "func", scheduler)
+    step = getattr(target if isinstance(target, type) else type(target), "step", None)
+    try:
+        parameters = list(inspect.signature(step).parameters.values())[1:]  # after self
+    except (TypeError, ValueError):  # no step, or one without a signature
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return bool(parameters) and parameters[0].kind in positional and parameters[0].default is inspect.Parameter.empty
+
+
+def checkpoint_direction(config: dict[str, Any]) -> str:
+    """CHECKPOINT_MODE, or where it is None the direction of CHECKPOINT_METRIC: min for a loss, max for a metric."""
+    return config["CHECKPOINT_MODE"] or ("min" if config["CHECKPOINT_METRIC"].endswith("loss") else "max")
+
+
+def scheduler_checks(config: dict[str, Any]) -> list[str]:
+    """A scheduler stepped with a value reads CHECKPOINT_METRIC each epoch (training/build.py gives it the mode of
+    CHECKPOINT_MODE): a ``mode`` set in SCHEDULER_CONFIG (or a partial) against that direction is refused."""
+    scheduler = config["SCHEDULER"]
+    if scheduler is None or not reads_metric(scheduler):
+        return []
+    mode = {**getattr(scheduler, "keywords", {}), **config["SCHEDULER_CONFIG"]}.get("mode")
+    direction, metric = checkpoint_direction(config), config["CHECKPOINT_METRIC"]
+    if mode is None or mode == direction:
+        return []
+    better = "lower" if direction == "min" else "higher"
+    return [
+        f"SCHEDULER_CONFIG: mode {mode!r} contradicts CHECKPOINT_METRIC {metric!r} ({better} is better, "
+        f"CHECKPOINT_MODE {direction!r}), which the scheduler reads; leave mode out (it follows CHECKPOINT_MODE)"
+    ]

@@ -10,6 +10,7 @@ import copy
 import importlib
 from typing import Any
 
+from config.merge import merge_config
 from config.paths import ROOT_PATH
 from config.schema import all_keys
 from config.serialize import ConfigError, import_object, load_file_module
@@ -73,10 +74,11 @@ def load_from_file(path: str, option: str, name: str) -> dict[str, Any]:
 
 
 def load_config(path: str | None) -> dict[str, Any]:
-    """TRAIN_CONFIG of a Python file, or of config/train_config.py by default (always a deep copy)."""
+    """TRAIN_CONFIG of config/train_config.py, or a Python file's merged into it (config/merge.py); a deep copy."""
+    defaults = importlib.import_module("config.train_config").TRAIN_CONFIG
     if path is None:
-        return copy.deepcopy(importlib.import_module("config.train_config").TRAIN_CONFIG)
-    return copy.deepcopy(load_from_file(path, "--config", "TRAIN_CONFIG"))
+        return copy.deepcopy(defaults)
+    return copy.deepcopy(merge_config(defaults, load_from_file(path, "--config", "TRAIN_CONFIG")))
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +87,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         "--routine", choices=ROUTINES, default=None, help="training routine (default: the config's ROUTINE)"
     )
     parser.add_argument(
-        "--config", metavar="FILE", help="Python file defining TRAIN_CONFIG (default: config/train_config.py)"
+        "--config", metavar="FILE", help="Python file defining TRAIN_CONFIG: the keys it changes (see config/merge.py)"
     )
     parser.add_argument(
         "--set",

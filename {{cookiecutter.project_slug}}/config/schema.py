@@ -28,6 +28,7 @@ from config.checks import (
     one_of,
     positive_int,
     positive_int_or_none,
+    scheduler_checks,
     signature_problem,
     task_checks,
 )
@@ -187,7 +188,7 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
-    problems += task_checks(config)
+    problems += task_checks(config) + scheduler_checks(config)
     per_class = [f"_{name}" for name in config["CLASSES"]] if config["TASK"] != "binary" else []
     allowed = ["val_loss"] + [f"val_{name}{part}" for name in config["METRICS"] for part in ["", *per_class]]
     if config["CHECKPOINT_METRIC"] not in allowed:

@@ -71,6 +71,10 @@ CASES = {
     "unknown key": Case(("--set", "EPOCH=3"), ("unknown key 'EPOCH'",)),
     "unknown kwarg": Case(("--set", "MODEL_CONFIG.foo=1"), ("MODEL_CONFIG", "foo")),
     "T_max=0": Case(("--set", "SCHEDULER_CONFIG.T_max=0"), ("T_max",)),
+    "scheduler mode against the metric": Case(
+        ("--set", "SCHEDULER=torch.optim.lr_scheduler.ReduceLROnPlateau", "--set", "SCHEDULER_CONFIG.mode='min'"),
+        ("mode 'min' contradicts CHECKPOINT_METRIC 'val_dice'",),
+    ),
     "compile mode": Case(("--set", "COMPILE={'mode': 'bogus'}"), ("COMPILE", "bogus")),
     "dotted name": Case(("--set", "MODEL=foo.Bar"), ("cannot import 'foo.Bar'",)),
     "absent device": Case(("--set", "DEVICE=cuda:99"), ("cuda",)),

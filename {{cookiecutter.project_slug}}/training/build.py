@@ -6,12 +6,14 @@ Every routine builds through these functions, so that the same config gives the 
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from config.checks import checkpoint_direction, reads_metric, signature_problem
 from config.serialize import ConfigError
 from utils.data.images import DataError
 from utils.metrics import per_class_metrics
@@ -77,12 +79,14 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, st
     if config["SCHEDULER"] is None:
         return None
     length = SCHEDULE_LENGTH.get(config["SCHEDULER"])
+    if length is None:
+        return build_unsized_scheduler(config, optimizer)
     if length in config["SCHEDULER_CONFIG"] and not config["SCHEDULER_CONFIG"][length] >= 1:
         raise ConfigError(
             f"SCHEDULER_CONFIG.{length} must be >= 1 (epochs), got {config['SCHEDULER_CONFIG'][length]!r}"
         )
-    if length is None or length not in config["SCHEDULER_CONFIG"]:
-        return instantiate(config, "SCHEDULER", optimizer, **({length: config["EPOCHS"]} if length else {}))
+    if length not in config["SCHEDULER_CONFIG"]:
+        return instantiate(config, "SCHEDULER", optimizer, **{length: config["EPOCHS"]})
     if config["SCHEDULER_CONFIG"][length] != config["EPOCHS"]:
         LOGGER.warning(
             "SCHEDULER_CONFIG.%s=%s but EPOCHS=%s: the schedule does not end with the run "
@@ -90,6 +94,41 @@ def build_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer, st
             length, config["SCHEDULER_CONFIG"][length], config["EPOCHS"], length,
         )  # fmt: skip
     return instantiate(config, "SCHEDULER", optimizer)
+
+
+def build_unsized_scheduler(config: dict[str, Any], optimizer: torch.optim.Optimizer) -> Any:
+    """SCHEDULER without a length. One stepped with CHECKPOINT_METRIC (ReduceLROnPlateau, or any whose ``step`` takes
+    a value) gets CHECKPOINT_MODE's direction as its ``mode`` unless SCHEDULER_CONFIG sets one (config/checks.py
+    refuses one against that direction): torch's default mode 'min' cuts the lr of a run whose val_dice rises.
+
+    Raises:
+        ConfigError: a SCHEDULER function built a scheduler whose ``mode`` contradicts CHECKPOINT_MODE.
+    """
+    direction, scheduler = checkpoint_direction(config), config["SCHEDULER"]
+    unset = "mode" not in {**getattr(scheduler, "keywords", {}), **config["SCHEDULER_CONFIG"]}
+    give_mode = reads_metric(scheduler) and unset and signature_problem(scheduler, {"mode": direction}, 1) is None
+    built = instantiate(config, "SCHEDULER", optimizer, **({"mode": direction} if give_mode else {}))
+    if reads_metric(built) and getattr(built, "mode", direction) != direction:
+        raise ConfigError(
+            f"SCHEDULER built a scheduler in mode {built.mode!r}, but it reads CHECKPOINT_METRIC "
+            f"{config['CHECKPOINT_METRIC']!r} in mode {direction!r}: build it with mode={direction!r}"
+        )
+    return built
+
+
+def step_epoch_scheduler(scheduler: Any, val: dict[str, float], metric: str) -> None:
+    """One epoch's step of an epoch scheduler (None: nothing). One that reads a metric (ReduceLROnPlateau) reads
+    ``val[metric]`` (CHECKPOINT_METRIC); where that value is not finite (NaN: a metric undefined on this epoch's
+    validation set) it is not stepped, so that the epoch counts neither as an improvement nor against its patience,
+    and one info line says so."""
+    if scheduler is None:
+        return
+    if not reads_metric(scheduler):
+        scheduler.step()
+    elif math.isfinite(val[metric]):
+        scheduler.step(val[metric])
+    else:
+        LOGGER.info("%s is %s this epoch: %s not stepped", metric, val[metric], type(scheduler).__name__)
 
 
 def with_task(function: Callable, task: str) -> Callable:

@@ -40,6 +40,12 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def describe_model(model: torch.nn.Module) -> str:
+    """``UNet: 0.73 M parameters`` (``UNet: 11,121 parameters`` under 100,000): what a --config file built."""
+    count = sum(parameter.numel() for parameter in model.parameters())
+    return f"{type(model).__name__}: {f'{count / 1e6:.2f} M' if count >= 100_000 else f'{count:,}'} parameters"
+
+
 @dataclass
 class RunResult:
     """What a routine returns: where the run's files are and how it went."""
@@ -85,6 +91,7 @@ class RunRecorder:
     Args:
         jsonable_config: the resolved config as JSON data (config/serialize.py), for config.json and the CSV row.
         extra_row: columns that the caller adds to the run's experiments.csv row (a search's study and trial).
+        model: the model, whose class and parameter count the run's start line gives.
     """
 
     # curves.png is redrawn after an epoch only while drawing takes at most this share of the run's time (it takes
@@ -101,6 +108,7 @@ class RunRecorder:
         run_name: str | None = None,
         epochs_done: int = 0,
         extra_row: Mapping[str, Any] | None = None,
+        model: torch.nn.Module | None = None,
     ) -> None:
         self.config, self.routine, self.device, self.world_size = jsonable_config, routine, device, world_size
         self.extra_row = dict(extra_row or {})
@@ -135,7 +143,8 @@ class RunRecorder:
             (self.run_dir / "git.diff").write_text(diff, encoding="utf-8")
         self._clock = time.perf_counter()
         self.write_row("running")
-        LOGGER.info("run %s (%s routine) on %s: logs in %s", self.run_name, routine, device, self.run_dir)
+        described = f", model {describe_model(model)}" if model is not None else ""
+        LOGGER.info("run %s (%s routine) on %s%s: logs in %s", self.run_name, routine, device, described, self.run_dir)
 
     def _lock_run(self) -> FileLock:
         """One process trains a run at a time: a second one (``--resume`` of a run still training) is refused.

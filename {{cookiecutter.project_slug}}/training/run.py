@@ -107,9 +107,8 @@ class Run:  # pylint: disable=too-many-public-methods
             global_config.check_writable()  # before the run's folders and row exist
             columns = {key: value for hook in self.hooks for key, value in getattr(hook, "columns", {}).items()}
             run_name, epochs_done = (state["run_name"], state["epoch"]) if state else (None, 0)
-            return RunRecorder(
-                jsonable_config, global_config, routine, self.device, self.world_size, run_name, epochs_done, columns
-            )
+            args = (jsonable_config, global_config, routine, self.device, self.world_size, run_name, epochs_done)
+            return RunRecorder(*args, columns, model=self.raw_model)
 
         self.recorder: RunRecorder | None = distributed.on_rank_zero(start_records, (ConfigError, OSError))
         self.routine, self.jsonable_config = routine, jsonable_config
@@ -157,11 +156,9 @@ class Run:  # pylint: disable=too-many-public-methods
                 self.call_hooks("on_step", loss)
 
     def step_epoch_scheduler(self, val: dict[str, float]) -> None:
-        """The per-epoch scheduler step (ReduceLROnPlateau reads the checkpoint metric); nothing for one-cycle."""
-        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(val[self.config["CHECKPOINT_METRIC"]])
-        elif self.scheduler is not None and not self.scheduler_per_step:
-            self.scheduler.step()
+        """The per-epoch scheduler step (one that reads a metric gets CHECKPOINT_METRIC's); nothing for one-cycle."""
+        if not self.scheduler_per_step:
+            build.step_epoch_scheduler(self.scheduler, val, self.config["CHECKPOINT_METRIC"])
 
     def mean_over_ranks(self, sums: dict[str, float], count: int) -> dict[str, float]:
         """Sums over this rank's samples and their count -> means over the samples of all ranks (exact with uneven
