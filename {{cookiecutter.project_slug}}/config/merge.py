@@ -57,6 +57,8 @@ def merge_config(defaults: dict[str, Any], file_config: dict[str, Any]) -> dict[
         if key not in defaults or owner not in defaults or value is defaults[owner]:
             continue
         merged.setdefault(key, {})
+        if not isinstance(merged[key], dict) or not isinstance(defaults[key], dict):
+            continue  # not a dict: validation says so
         if left_out := [name for name in defaults[key] if name not in merged[key]]:
             LOGGER.info(
                 "%s changed to %s: %s is the file's, not merged with the default's (%s left out)",

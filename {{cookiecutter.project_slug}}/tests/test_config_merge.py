@@ -61,6 +61,8 @@ def test_a_changed_class_takes_the_files_dict_alone_and_says_so(
     assert config["OPTIMIZER_CONFIG"] == {"lr": 0.1}  # SGD gets no weight_decay of AdamW's
     assert config["DATASET_CONFIG"] == {"root": "data/set"}  # SegmentationFolder gets no n_samples
     assert config["SCHEDULER_CONFIG"] == {"step_size": 2} and config["MODEL_CONFIG"] == {}  # none set: none taken
+    # not a dict: validation refuses it with one line, the merge passes it on
+    assert load_config(config_file(tmp_path / "none", '{"LOSS": len, "LOSS_CONFIG": None}'))["LOSS_CONFIG"] is None
     assert [record.getMessage() for record in caplog.records] == [
         "OPTIMIZER changed to torch.optim.sgd.SGD: OPTIMIZER_CONFIG is the file's, not merged with the default's "
         "(weight_decay left out)",
