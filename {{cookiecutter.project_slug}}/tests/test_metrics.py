@@ -72,9 +72,8 @@ def test_empty_masks_are_undefined_not_perfect(task):
         assert undefined.isnan().all(), name
     if task != "multiclass":
         found_on_empty, missed = (-none_predicted, target), (none_predicted, 1 - target)
-        expected = {  # (something found where nothing is, nothing found of something)
-            "dice": (0.0, 0.0), "f1": (0.0, 0.0), "iou": (0.0, 0.0), "precision": (0.0, math.nan), "recall": (math.nan, 0.0)
-        }  # fmt: skip
+        expected = {"dice": (0.0, 0.0), "f1": (0.0, 0.0), "iou": (0.0, 0.0)}  # (found where nothing is, missed all)
+        expected.update(precision=(0.0, math.nan), recall=(math.nan, 0.0))
         for name, metric in METRICS.items():
             for case, value in zip((found_on_empty, missed), expected[name], strict=True):
                 torch.testing.assert_close(metric(*case, task), torch.full((2, k), value), equal_nan=True, msg=name)

@@ -2,7 +2,7 @@
 TASK and CLASSES, the loss and metrics (finite, and given the task they are written for), and a save/load round
 trip; a failed check is a SanityCheckError that names it: one line, before anything is trained. On the validation
 targets: the class of CHECKPOINT_METRIC occurs (else the metric is never defined: a ConfigError), and a warning
-names the other classes that never occur (their columns stay NaN).
+names the other classes that never occur (their columns are NaN, or 0 where the model predicts them).
 """
 
 import functools
@@ -108,8 +108,9 @@ def check_validation_classes(
     config: dict[str, Any], val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
 ) -> list[str]:
     """One pass over the validation targets (every rank's shard, summed over the ranks): the classes that never
-    occur in them, warned about in one line. Their per-image metrics are never defined (utils/metrics.py), so their
-    columns stay NaN in history.csv; the images are read too (a loader gives both), on a forked RNG.
+    occur in them, warned about in one line. Their per-image dice is NaN where nothing of them is predicted and 0
+    where something is (utils/metrics.py): a column that tells nothing. The images are read too (a loader gives
+    both), on a forked RNG so that training draws what it would have.
 
     Raises:
         ConfigError: CHECKPOINT_METRIC would never be defined: its class never occurs (for a mean over classes: none
@@ -134,7 +135,7 @@ def check_validation_classes(
             "the validation set (VAL_DATASET, VAL_FRACTION, VAL_GROUPS) or choose another CHECKPOINT_METRIC"
         )
     LOGGER.warning(
-        "class(es) %s never occur in the validation set: their metric columns are NaN (undefined) in history.csv",
+        "class(es) %s never occur in the validation set: their metric columns are NaN (undefined) or 0 (predicted)",
         ", ".join(absent),
     )
     return absent
