@@ -117,7 +117,8 @@ def write_tables(folder: Path, results: dict[str, pd.DataFrame]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in results.items():
-        table.to_csv(folder / f"{name}.csv", index=name == "confusion", float_format="%.6g")
+        # An undefined value is written "nan" (as in history.csv), not an empty cell that reads as a missing column
+        table.to_csv(folder / f"{name}.csv", index=name == "confusion", float_format="%.6g", na_rep="nan")
         written.append(folder / f"{name}.csv")
     if "confusion" in results:
         written.append(plot_confusion(results["confusion"], folder / "confusion.png"))
