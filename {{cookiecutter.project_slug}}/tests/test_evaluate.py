@@ -20,8 +20,8 @@ from config.overrides import ROUTINES
 from config.paths import GlobalConfig
 from config.serialize import load_file_module
 from config.train_config import TRAIN_CONFIG
+from utils import evaluation
 from utils.data.folder import SegmentationFolder
-from utils.evaluation import Scores, tables, write_tables
 
 SIZES = [(32, 32), (40, 24), (20, 36), (32, 28), (24, 24)]  # mixed, some not divisible by the model's 4
 
@@ -102,12 +102,12 @@ def test_the_validation_folder_reproduces_the_best_epoch_of_history(
 def test_empty_images_are_nan_in_the_tables_and_the_means_skip_them(tmp_path: Path) -> None:
     """The issue's 10 tiles (one false pixel on an empty one): per_image.csv says nan for the 8 tiles with nothing to
     find and nothing found; summary.csv's mean is over the 2 others (count 2) beside the pooled value of all pixels."""
-    scores = Scores("binary", ["shape"])
+    scores = evaluation.Scores("binary", ["shape"])
     tiles = empty_tiles_example(false_positive=True)
     for start in (0, 4, 8):  # batches of 4, 4 and 2
         batch = tiles[start : start + 4]
         scores.add(torch.cat([logits for logits, _ in batch]), torch.cat([target for _, target in batch]))
-    write_tables(tmp_path, tables(scores, [f"t{index}" for index in range(10)], ["shape"]))
+    evaluation.write_tables(tmp_path, evaluation.tables(scores, [f"t{index}" for index in range(10)], ["shape"]))
     per_image = pd.read_csv(tmp_path / "per_image.csv")
     assert per_image["dice"].isna().sum() == 8 and per_image["dice"].iloc[1] == 0.0
     assert ",nan," in (tmp_path / "per_image.csv").read_text()  # written, not an empty cell

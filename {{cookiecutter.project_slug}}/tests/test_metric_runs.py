@@ -27,6 +27,7 @@ class Oracle(nn.Module):
         self.scale = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, 1, H, W]``: the first band times the scale."""
         return images[:, :1] * self.scale
 
 
