@@ -3,7 +3,8 @@
 FOLDER holds images/ and masks/ as a training folder does (utils/data/folder.py); masks are read with the run's
 task, classes, MASK_VALUES and IGNORE_INDEX, images with its bands, normalisation and no-data value. The tables go to
 ``LOG_DIR/<run>/evaluation/<NAME>/`` (NAME: --name, default the folder's name): per_image.csv (dice and IoU per image
-and class), summary.csv (per class and their mean: the mean over images, and pooled over all pixels), confusion.csv
+and class, NaN where truth and prediction are both empty), summary.csv (per class and their mean: the mean over the
+images where the value is defined, their count, and the value pooled over all pixels), confusion.csv
 and confusion.png (not for multi-label models). By default whole images are predicted the way validation does, so
 the run's validation folder gives the figures of history.csv; ``--tile N`` predicts by overlapping tiles as
 predict.py does and says how far the means move.
@@ -21,7 +22,7 @@ from config.paths import get_global_config
 from config.serialize import from_jsonable
 from training.checkpoint import CheckpointError, find_checkpoint
 from utils.data.images import DataError
-from utils.evaluation import evaluate_tiled, evaluate_whole, samples_of, tables, write_tables
+from utils.evaluation import METRICS, evaluate_tiled, evaluate_whole, samples_of, tables, write_tables
 from utils.files import safe_name
 from utils.prediction import load_predictor
 from utils.tiling import tile_for
@@ -79,8 +80,10 @@ def evaluate(args: argparse.Namespace) -> Path:
     extensions.evaluated(checkpoint, output, global_config.LOG_DIR)  # e.g. the tables to the run's tracking
     means = scores.means()
     print(f"{len(samples)} image(s) of {args.data} with {weights}:")
-    for metric, value in means.items():
-        line = f"  {metric} {value:.4f} (mean over images and classes)"
+    for metric in METRICS:
+        value = means[metric]
+        line = f"  {metric} {value:.4f} (mean over images and classes, undefined skipped)"
+        line += f", pooled {means[f'{metric}_pooled']:.4f} (all pixels together)"
         if args.tile and whole is not None:
             line += f"; tiled by {args.tile} minus whole images: {value - whole.means()[metric]:+.6f}"
         print(line)

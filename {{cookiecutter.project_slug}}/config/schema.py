@@ -33,6 +33,7 @@ from config.checks import (
     task_checks,
 )
 from config.serialize import ConfigError
+from utils.metric_sums import metric_columns
 
 DEFAULT_IN_TRAIN_CONFIG = object()
 
@@ -122,7 +123,9 @@ SCHEMA: dict[str, Key] = {
         "{'patience': epochs without improvement, 'min_delta': smallest improvement} or None",
         dict_of({"patience": positive_int, "min_delta": number_in(-1e-300, float("inf"), ">= 0")}, ("patience",)),
     ),
-    "CHECKPOINT_METRIC": Key("val_loss or val_<metric>: picks best.pt, drives early stopping", _STR),
+    "CHECKPOINT_METRIC": Key(
+        "val_loss, val_<metric>[_pooled] or val_<metric>_<class>: picks best.pt, drives early stopping", _STR
+    ),
     "CHECKPOINT_MODE": Key("min | max; None: min for losses, max for metrics", one_of(None, "min", "max")),
     "LOGFILE": Key("copy the run's log lines to logs/<run>/train.log", _BOOL),
     "TEST_FOLDER": Key(
@@ -189,8 +192,11 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
     problems += task_checks(config) + scheduler_checks(config)
-    per_class = [f"_{name}" for name in config["CLASSES"]] if config["TASK"] != "binary" else []
-    allowed = ["val_loss"] + [f"val_{name}{part}" for name in config["METRICS"] for part in ["", *per_class]]
+    try:  # val_<metric>, its pooled value val_<metric>_pooled, and but for binary val_<metric>_<class>
+        columns = metric_columns(config["METRICS"], config["CLASSES"], config["TASK"])
+    except ValueError as err:  # TASK and CLASSES that do not fit (said above already), or a column name twice
+        return problems or [f"METRICS: {err}"]
+    allowed = ["val_loss", *(f"val_{column}" for column in columns)]
     if config["CHECKPOINT_METRIC"] not in allowed:
         problems.append(f"CHECKPOINT_METRIC: {config['CHECKPOINT_METRIC']!r} is not logged; choose one of {allowed}")
     return problems

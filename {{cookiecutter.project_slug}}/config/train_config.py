@@ -60,7 +60,7 @@ TRAIN_CONFIG = {
     "LR_FIND": False,  # True: a learning-rate range test first (ignite, fastai routines)
     "LOSS": dice_ce,
     "LOSS_CONFIG": {},  # e.g. {"class_weights": [0.2, 1.0, 3.0]}
-    "METRICS": {"dice": dice, "iou": iou},  # per class (val_dice_<class>) and their mean (val_dice)
+    "METRICS": {"dice": dice, "iou": iou},  # val_dice: the mean over images (empty ones skipped); val_dice_pooled
     "INIT_FROM": None,  # a checkpoint or run name whose weights start this run (train.py --init-from)
     "EPOCHS": 8,
     # GPU speed-ups, all off by default. MIXED_PRECISION: True (fp16 with loss scaling on CUDA, bf16 elsewhere),
@@ -71,7 +71,7 @@ TRAIN_CONFIG = {
     "COMPILE": False,
     "GRAD_CLIP": 1.0,  # max gradient norm; None disables clipping
     "EARLY_STOPPING": {"patience": 5, "min_delta": 0.0},  # None trains every epoch
-    "CHECKPOINT_METRIC": "val_dice",  # val_loss or val_<a METRICS name>: picks best.pt
+    "CHECKPOINT_METRIC": "val_dice",  # val_loss, val_<METRICS name>[_pooled | _<class>]: picks best.pt
     "CHECKPOINT_MODE": "max",  # None: min for losses, max for metrics
     "LOGFILE": True,
     "TEST_FOLDER": None,  # a labelled folder (images/, masks/) that tests/test_trained_model.py evaluates

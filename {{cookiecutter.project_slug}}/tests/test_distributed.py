@@ -143,10 +143,11 @@ def check_two_ranks_trained_as_one(probe: Path, global_config: GlobalConfig, rou
     for rank in (0, 1):
         statistics = N_TRAIN if rank == 0 else 0
         assert len(samples_seen(probe, rank, "train")) == statistics + BATCH + EPOCHS * N_TRAIN // 2
-    # Validation: shards without padding (4 and 3 samples), each read once an epoch and for the preflight checks.
+    # Validation: shards without padding (4 and 3 samples), each read once an epoch, for the preflight checks' first
+    # batch, and once by the pass that finds the classes of the validation targets (summed over the ranks).
     val_0, val_1 = samples_seen(probe, 0, "val"), samples_seen(probe, 1, "val")
     assert sorted(set(val_0)) == [0, 2, 4, 6] and sorted(set(val_1)) == [1, 3, 5]
-    assert len(val_0) == 4 * (EPOCHS + 1) and len(val_1) == 3 * (EPOCHS + 1)
+    assert len(val_0) == 4 * (EPOCHS + 2) and len(val_1) == 3 * (EPOCHS + 2)
 
     weights = [torch.load(probe / f"weights_rank{rank}.pt", weights_only=True) for rank in (0, 1)]
     runs = [path for path in global_config.LOG_DIR.iterdir() if path.is_dir()]
@@ -187,10 +188,13 @@ def test_two_processes_train_like_one_process_with_twice_the_batch(
 
     # batch_size is per process: 2 processes of 8 train on the samples of one process's batches of 16.
     assert train.main([*args, "--set", f"DATA_LOADER_CONFIG.batch_size={2 * BATCH}"]) == 0
-    distributed, single = pd.read_csv(global_config.LOG_DIR / "experiments.csv")["final_val_dice"]
+    experiments = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    distributed, single = experiments["final_val_dice"]
     assert single > 0.3  # a trained model, so that the comparison means something
     print(f"final val dice: {distributed:.4f} with 2 processes, {single:.4f} with one")
     assert abs(distributed - single) <= 0.03
+    # the pooled value too: the ranks' pixel counts added up (exact sums over ranks: tests/test_metric_sums.py)
+    assert abs(experiments["final_val_dice_pooled"][0] - experiments["final_val_dice_pooled"][1]) <= 0.03
 
 
 @pytest.mark.parametrize("routine", ROUTINES)

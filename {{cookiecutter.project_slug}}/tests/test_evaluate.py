@@ -12,6 +12,7 @@ import pytest
 import torch
 from checkpoints import save_checkpoint
 from PIL import Image
+from test_metric_sums import empty_tiles_example
 from test_trained_model import quality_shortfalls
 
 import evaluate
@@ -19,6 +20,7 @@ from config.overrides import ROUTINES
 from config.paths import GlobalConfig
 from config.serialize import load_file_module
 from config.train_config import TRAIN_CONFIG
+from utils import evaluation
 from utils.data.folder import SegmentationFolder
 
 SIZES = [(32, 32), (40, 24), (20, 36), (32, 28), (24, 24)]  # mixed, some not divisible by the model's 4
@@ -95,6 +97,25 @@ def test_the_validation_folder_reproduces_the_best_epoch_of_history(
     assert "minus whole images" not in capsys.readouterr().out
     alone = evaluated(global_config, result.run_name, "alone")["summary"].set_index("class")
     assert alone.loc["mean", "dice"] == pytest.approx(tiled.loc["mean", "dice"], abs=1e-9)
+
+
+def test_empty_images_are_nan_in_the_tables_and_the_means_skip_them(tmp_path: Path) -> None:
+    """The issue's 10 tiles (one false pixel on an empty one): per_image.csv says nan for the 8 tiles with nothing to
+    find and nothing found; summary.csv's mean is over the 2 others (count 2) beside the pooled value of all pixels."""
+    scores = evaluation.Scores("binary", ["shape"])
+    tiles = empty_tiles_example(false_positive=True)
+    for start in (0, 4, 8):  # batches of 4, 4 and 2
+        batch = tiles[start : start + 4]
+        scores.add(torch.cat([logits for logits, _ in batch]), torch.cat([target for _, target in batch]))
+    evaluation.write_tables(tmp_path, evaluation.tables(scores, [f"t{index}" for index in range(10)], ["shape"]))
+    per_image = pd.read_csv(tmp_path / "per_image.csv")
+    assert per_image["dice"].isna().sum() == 8 and per_image["dice"].iloc[1] == 0.0
+    assert ",nan," in (tmp_path / "per_image.csv").read_text()  # written, not an empty cell
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index("class")
+    assert summary.loc["shape", "dice"] == pytest.approx(36 / 98 / 2, abs=1e-6)  # the old rule: 0.837
+    assert summary.loc["shape", "dice_count"] == 2 and summary.loc["mean", "dice_count"] == 1  # images; classes
+    assert summary.loc["mean", "dice_pooled"] == pytest.approx(36 / 99, abs=1e-6)
+    assert list(summary.columns) == ["dice", "dice_count", "dice_pooled", "iou", "iou_count", "iou_pooled"]
 
 
 def test_multilabel_has_per_label_scores_and_no_confusion(

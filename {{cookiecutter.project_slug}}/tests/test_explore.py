@@ -79,6 +79,7 @@ def test_a_multiclass_grid_colours_each_class_and_a_multilabel_one_names_its_cha
     )
     names = [text.get_text() for text in fig.legends[0].get_texts()]
     assert names == ["w (red)", "x (green)", "y (blue)", "ignored", "not shown: z"]
+    assert fig.get_axes()[2].get_title() == "predicted (dice undefined: both empty)"  # not a perfect 1.000
 
 
 def test_missing_files_are_one_line_errors(finished: tuple, tmp_path) -> None:

@@ -17,7 +17,9 @@ from training.build import current_lr
 from training.checkpoint import CheckpointError
 from training.run import Run
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+HISTORY_COLUMNS = [
+    "epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "val_iou", "val_iou_pooled", "lr", "seconds"
+]  # fmt: skip
 CHECKPOINT_KEYS = {"format_version", "model", "optimizer", "scheduler", "scaler", "epoch", "best", "config", "routine"}
 
 
@@ -74,7 +76,7 @@ def test_same_files_columns_and_numbers_as_the_raw_routine(
     np.testing.assert_allclose(fastai_history["train_loss"], raw_history["train_loss"], rtol=0, atol=1e-4)
     assert raw_history["val_dice"].iloc[-1] > 0.1
     np.testing.assert_allclose(fastai_history["val_dice"], raw_history["val_dice"], rtol=0, atol=0.03)
-    for column in ("val_loss", "val_dice", "val_iou"):
+    for column in ("val_loss", "val_dice", "val_dice_pooled", "val_iou", "val_iou_pooled"):
         np.testing.assert_allclose(fastai_history[column], raw_history[column], rtol=0, atol=1e-4)
     np.testing.assert_allclose(fastai_history["lr"], raw_history["lr"], rtol=1e-12)
 

@@ -1,20 +1,20 @@
-"""Metrics of the three tasks: hand-computed cases, MONAI as the reference, per-class scalars and their cache, the
-confusion matrix and hard predictions (the label maps TensorBoard shows: tests/test_tensorboard.py)."""
+"""Metrics of the three tasks: hand-computed cases, nnU-Net's rule for empty masks, MONAI as the reference, the
+confusion matrix and hard predictions (the label maps TensorBoard shows: tests/test_tensorboard.py). Their means:
+tests/test_metric_sums.py."""
 
-import functools
-import pickle
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from utils.losses import IGNORE
+from utils.metric_sums import MetricSums
 from utils.metrics import (
     confusion_matrix,
     dice,
     f1,
     iou,
-    per_class_metrics,
     precision,
     predicted_labels,
     probabilities,
@@ -55,8 +55,10 @@ def test_binary_hand_computed_values():
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_empty_masks_follow_the_eps_convention(task):
-    """Nothing to find and nothing found scores 1.0; finding nothing of something (or the reverse) scores 0."""
+def test_empty_masks_are_undefined_not_perfect(task):
+    """nnU-Net's rule: nothing to find and nothing found is NaN (it scored 1.0 with the old EPS smoothing); finding
+    something where nothing is scores dice 0 (precision 0, recall NaN), finding nothing of something dice 0 (recall 0,
+    precision NaN)."""
     empty = torch.zeros(2, 3, 4, 4) if task == "multilabel" else torch.zeros(2, 1, 4, 4)
     target = empty.long() if task == "multiclass" else empty
     k = 3 if task != "binary" else 1
@@ -64,10 +66,17 @@ def test_empty_masks_follow_the_eps_convention(task):
     if task == "multiclass":
         none_predicted[:, 0] = BIG  # all background: every other class empty in both
     for name, metric in METRICS.items():
-        assert torch.equal(metric(none_predicted, target, task), torch.ones(2, k)), name
+        values = metric(none_predicted, target, task)
+        assert values.shape == (2, k) and values.dtype == torch.float32, name
+        undefined = values[:, 1:] if task == "multiclass" else values  # multiclass: the background is perfect
+        assert undefined.isnan().all(), name
     if task != "multiclass":
-        assert (dice(-none_predicted, target, task) < 1e-6).all()
-        assert (dice(none_predicted, 1 - target, task) < 1e-6).all()
+        found_on_empty, missed = (-none_predicted, target), (none_predicted, 1 - target)
+        expected = {"dice": (0.0, 0.0), "f1": (0.0, 0.0), "iou": (0.0, 0.0)}  # (found where nothing is, missed all)
+        expected.update(precision=(0.0, math.nan), recall=(math.nan, 0.0))
+        for name, metric in METRICS.items():
+            for case, value in zip((found_on_empty, missed), expected[name], strict=True):
+                torch.testing.assert_close(metric(*case, task), torch.full((2, k), value), equal_nan=True, msg=name)
 
 
 @pytest.mark.parametrize("task", ["multiclass", "multilabel"])
@@ -76,16 +85,21 @@ def test_dice_and_iou_equal_monai(task):
     monai_metrics = pytest.importorskip("monai.metrics")
     for seed in range(3):
         logits, target = random_case(task, seed=seed)
+        target[0], logits[0] = 0, -BIG  # sample 0: nothing in the truth and nothing predicted but the background
         if task == "multiclass":
+            logits[0, 0] = BIG
             pred = F.one_hot(logits.argmax(1), 5).permute(0, 3, 1, 2)
             truth = F.one_hot(target[:, 0], 5).permute(0, 3, 1, 2)
         else:
             pred, truth = (logits > 0).long(), target.long()
+        # MONAI's ignore_empty=False scores both-empty pairs 1.0 (and ignore_empty=True makes every empty truth NaN,
+        # another rule): the oracle is ignore_empty=False with the both-empty pairs masked out.
         options = {"include_background": True, "ignore_empty": False}
-        torch.testing.assert_close(dice(logits, target, task), monai_metrics.compute_dice(pred, truth, **options),
-                                   atol=1e-6, rtol=0)  # fmt: skip
-        torch.testing.assert_close(iou(logits, target, task), monai_metrics.compute_iou(pred, truth, **options),
-                                   atol=1e-6, rtol=0)  # fmt: skip
+        both_empty = (pred.sum((2, 3)) == 0) & (truth.sum((2, 3)) == 0)
+        assert both_empty.any()  # the case that matters is in the data
+        for ours, oracle in ((dice, monai_metrics.compute_dice), (iou, monai_metrics.compute_iou)):
+            expected = oracle(pred, truth, **options).masked_fill(both_empty, math.nan)
+            torch.testing.assert_close(ours(logits, target, task), expected, atol=1e-6, rtol=0, equal_nan=True)
 
 
 def test_binary_metric_refuses_multichannel_logits():
@@ -95,7 +109,7 @@ def test_binary_metric_refuses_multichannel_logits():
         with pytest.raises(ValueError, match=r"task 'binary' needs logits with 1 channel.*\(4, 3, 6, 6\).*multiclass"):
             metric(logits, target.float())
         with pytest.raises(ValueError, match="task 'binary'"):
-            per_class_metrics({name: metric}, ["foreground"], "binary")[name](logits, target.float())
+            MetricSums({name: metric}, ["foreground"], "binary").update(logits, target.float())
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -109,64 +123,9 @@ def test_ignored_pixels_count_nowhere(task):
     changed[..., 4:] = -changed[..., 4:]
     for name, metric in METRICS.items():
         expected = metric(logits[..., :4], target[..., :4], task)
-        torch.testing.assert_close(metric(logits, padded, task), expected, msg=name)
-        torch.testing.assert_close(metric(changed, padded, task), expected, msg=name)
-        torch.testing.assert_close(metric(logits[1:2], padded[1:2], task), expected[1:2], msg=name)
-
-
-def test_per_class_metrics_names_and_means():
-    """multiclass: the mean over classes first, then one column per class; binary: the name alone."""
-    classes = ["background", "interior", "boundary"]
-    logits, target = random_case("multiclass", k=3, seed=2)
-    functions = per_class_metrics({"dice": dice, "iou": iou}, classes, "multiclass")
-    assert list(functions) == ["dice", "dice_background", "dice_interior", "dice_boundary", "iou", "iou_background",
-                               "iou_interior", "iou_boundary"]  # fmt: skip
-    values = {"dice": dice(logits, target, "multiclass"), "iou": iou(logits, target, "multiclass")}
-    for name in ("dice", "iou"):
-        scalar = functions[name](logits, target)
-        assert scalar.dim() == 0 and scalar.item() == pytest.approx(values[name].mean(0).mean().item())
-        for index, class_name in enumerate(classes):
-            column = f"{name}_{class_name}"
-            assert functions[column].__name__ == column  # fastai names its columns so
-            assert functions[column](logits, target).item() == pytest.approx(values[name][:, index].mean().item())
-    logits, target = random_case("binary")
-    functions = per_class_metrics({"dice": dice}, ["foreground"], "binary")
-    assert list(functions) == ["dice"]
-    assert functions["dice"](logits, target).item() == pytest.approx(dice(logits, target).mean().item())
-    bound = per_class_metrics({"dice": functools.partial(dice, task="binary")}, ["foreground"], "binary")["dice"]
-    assert bound(logits, target).item() == functions["dice"](logits, target).item()
-    old_style = per_class_metrics({"mean": lambda logits, target: logits.mean()}, ["foreground"], "binary")["mean"]
-    assert old_style(logits, target).item() == pytest.approx(logits.mean().item())
-    with pytest.raises(ValueError, match=r"values of shape \(\).*need \[N, K\]"):
-        per_class_metrics({"mean": lambda logits, target: logits.mean()}, classes, "multiclass")["mean"](logits, target)
-    with pytest.raises(ValueError, match="3 CLASSES but logits"):
-        per_class_metrics({"dice": dice}, classes, "multilabel")["dice_interior"](*random_case("multilabel", k=4))
-    for task, names in (("binary", ["a", "b"]), ("multiclass", ["a"]), ("semantic", ["a", "b"])):
-        with pytest.raises(ValueError, match=task):
-            per_class_metrics({"dice": dice}, names, task)
-
-
-def test_per_class_metrics_compute_once_per_batch():
-    """All columns of one metric share one computation per (logits, target) pair; a new pair or an in-place change
-    recomputes; the functions survive pickling (spawned workers, saved learners)."""
-    calls = []
-
-    def counted(logits, target, task):
-        calls.append(task)
-        return dice(logits, target, task)
-
-    logits, target = random_case("multilabel", k=3)
-    functions = per_class_metrics({"dice": counted}, ["a", "b", "c"], "multilabel")
-    first = [f(logits, target).item() for f in functions.values()]
-    assert calls == ["multilabel"]
-    copy = logits.clone()
-    assert [f(copy, target).item() for f in functions.values()] == first and len(calls) == 2
-    copy.neg_()
-    assert functions["dice_a"](copy, target).item() != first[1] and len(calls) == 3
-    functions = per_class_metrics({"dice": dice}, ["a", "b", "c"], "multilabel")
-    expected = functions["dice_b"](logits, target).item()
-    restored = pickle.loads(pickle.dumps(functions["dice_b"]))
-    assert restored.__name__ == "dice_b" and restored(logits, target).item() == pytest.approx(expected)
+        torch.testing.assert_close(metric(logits, padded, task), expected, msg=name, equal_nan=True)
+        torch.testing.assert_close(metric(changed, padded, task), expected, msg=name, equal_nan=True)
+        torch.testing.assert_close(metric(logits[1:2], padded[1:2], task), expected[1:2], msg=name, equal_nan=True)
 
 
 def test_confusion_matrix_counts_valid_pixels():

@@ -19,6 +19,7 @@ from config.schema import validate_config
 from config.serialize import ConfigError
 from models.unet import UNet
 from training import pytorch_training
+from training.build import build_metrics
 from training.checkpoint import CheckpointError
 from training.run import Run
 from training.sanity_checks import SanityCheckError, sanity_checks
@@ -85,7 +86,9 @@ def test_history_and_experiments_csv_have_the_design_columns(
 ) -> None:
     global_config = finished_config
     history = pd.read_csv(finished_run.run_dir / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_dice", "val_iou", "lr", "seconds"]
+    assert list(history.columns) == [
+        "epoch", "train_loss", "val_loss", "val_dice", "val_dice_pooled", "val_iou", "val_iou_pooled", "lr", "seconds"
+    ]  # fmt: skip
     assert history["epoch"].tolist() == [1, 2]
     assert np.isfinite(history.drop(columns="epoch").to_numpy()).all()
 
@@ -185,7 +188,7 @@ def test_sanity_checks_catch_state_outside_the_state_dict(tiny_config: dict) -> 
     model = Drifting(**config["MODEL_CONFIG"])
     images, masks = torch.randn(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)
     with pytest.raises(SanityCheckError, match="sanity check 'save/load round trip' failed"):
-        sanity_checks(config, model, images, masks, dice_bce, {}, torch.device("cpu"))
+        sanity_checks(config, model, images, masks, dice_bce, build_metrics(config), torch.device("cpu"))
 
 
 @pytest.mark.slow

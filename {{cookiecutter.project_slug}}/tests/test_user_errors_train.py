@@ -79,6 +79,14 @@ CASES = {
     "dotted name": Case(("--set", "MODEL=foo.Bar"), ("cannot import 'foo.Bar'",)),
     "absent device": Case(("--set", "DEVICE=cuda:99"), ("cuda",)),
     "metric not logged": Case(("--set", "CHECKPOINT_METRIC=val_foo"), ("val_foo", "not logged")),
+    "metric never defined": Case(  # SyntheticShapes draws classes 1..3 only: e never occurs
+        (
+            *("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c','d','e']"),
+            *("--set", "MODEL_CONFIG.out_channels=5", "--set", "DATASET_CONFIG.num_classes=5"),
+            *("--set", "CHECKPOINT_METRIC=val_dice_e"),
+        ),
+        ("CHECKPOINT_METRIC val_dice_e is never defined", "no pixel of e"),
+    ),
     "bands": Case(("--set", "MODEL_CONFIG.in_channels=3"), ("sanity check 'bands'", "in_channels")),
     "class weights": Case(("--set", "LOSS_CONFIG={'class_weights': 'heavy'}"), ("class_weights", "finite numbers")),
     "IGNORE_INDEX a class": Case(

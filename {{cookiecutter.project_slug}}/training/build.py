@@ -16,7 +16,7 @@ from torch import nn
 from config.checks import checkpoint_direction, reads_metric, signature_problem
 from config.serialize import ConfigError
 from utils.data.images import DataError
-from utils.metrics import per_class_metrics
+from utils.metric_sums import MetricSums
 
 LOGGER = logging.getLogger("project")
 # The argument that sets a schedule's length in epochs, for torch's schedulers that have one. Left out of
@@ -149,11 +149,10 @@ def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor],
     return functools.partial(with_task(loss, config["TASK"]), **kwargs) if kwargs else with_task(loss, config["TASK"])
 
 
-def build_metrics(config: dict[str, Any]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """METRICS as scalar functions, one per logged column: ``name`` (the mean over classes) and, but for a binary
-    task, ``name_<class>`` for each of CLASSES (utils.metrics.per_class_metrics)."""
-    metrics = {name: with_task(function, config["TASK"]) for name, function in config["METRICS"].items()}
-    return per_class_metrics(metrics, config["CLASSES"], config["TASK"])
+def build_metrics(config: dict[str, Any]) -> MetricSums:
+    """METRICS as the sums and counts that validation adds up: ``val_<name>`` (the mean over classes), its pooled
+    value ``val_<name>_pooled`` and, but for a binary task, ``val_<name>_<class>`` (utils/metric_sums.py)."""
+    return MetricSums(config["METRICS"], config["CLASSES"], config["TASK"], prefix="val_")
 
 
 def autocast_dtype(config: dict[str, Any], device: torch.device) -> torch.dtype | None:

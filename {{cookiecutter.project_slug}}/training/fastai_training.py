@@ -32,7 +32,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.schedule import ParamScheduler  # importing it adds fit_one_cycle and lr_find to Learner
 from fastai.callback.training import GradientClip
 from fastai.data.core import DataLoaders
-from fastai.learner import AvgLoss, AvgMetric, Learner, SkipToEpoch
+from fastai.learner import AvgLoss, Learner, Metric, SkipToEpoch
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import to_detach
 from torch.utils.data import DataLoader
@@ -43,6 +43,7 @@ from training.data import epoch_seed
 from training.fastai_precision import AutocastCallback, ChannelsLastCallback, RunScalerCallback, closing_autocast
 from training.records import RunResult
 from training.run import Run
+from utils.metric_sums import MetricSums
 
 ROUTINE = "fastai"
 # Keys this routine cannot honour, with what to do instead: none.
@@ -75,16 +76,26 @@ class RunDataLoaders(DataLoaders):
         self._device = run.device
 
 
-class NamedMetric(AvgMetric):
-    """fastai's AvgMetric (batch values weighted by batch size: the mean over samples) named after its METRICS key."""
+class SummedMetrics(Metric):
+    """The run's METRICS as one fastai metric: per (metric, class) sums and counts of defined values and pooled
+    counts of this rank's samples (utils/metric_sums.py); RunEventsCallback.after_epoch adds them up over the ranks."""
 
-    def __init__(self, name: str, function: Any) -> None:
-        super().__init__(function)
-        self.metric_name = name
+    def __init__(self, sums: MetricSums) -> None:
+        self.sums = sums
+
+    def reset(self) -> None:
+        self.sums.reset()
+
+    def accumulate(self, learn: Learner) -> None:
+        self.sums.update(learn.pred.float(), *learn.yb)
+
+    @property
+    def value(self) -> dict[str, float]:
+        return self.sums.compute()  # this rank's columns, for fastai's Recorder
 
     @property
     def name(self) -> str:
-        return self.metric_name
+        return "val"
 
 
 class RunLearner(Learner):
@@ -154,10 +165,9 @@ class RunEventsCallback(Callback):
         epoch = self.epoch + 1
         if epoch < self.first_epoch:  # skipped by SkipToEpoch, which raises in before_epoch
             return
-        # evaluate: fastai has validated; AvgLoss and AvgMetric summed the loss and METRICS over this rank's samples
-        sums = {"val_loss": float(self.recorder.loss.total)}
-        sums.update({f"val_{metric.name}": float(metric.total) for metric in self.learn.metrics})
-        val = self.training_run.mean_over_ranks(sums, self.recorder.loss.count)
+        # evaluate: fastai has validated; AvgLoss and SummedMetrics summed the loss and METRICS over this rank's samples
+        val = self.training_run.mean_over_ranks({"val_loss": float(self.recorder.loss.total)}, self.recorder.loss.count)
+        val.update(self.training_run.metric_values())  # SummedMetrics' sums (run.metrics), over the ranks
         train_loss = self.training_run.mean_over_ranks({"loss": float(self.train_loss.total)}, self.train_loss.count)
         self.training_run.step_epoch_scheduler(val)
         # checkpoint and record
@@ -183,7 +193,7 @@ def build_learner(run: Run) -> Learner:
         loss_func=run.loss_fn,
         lr=current_lr(run.optimizer),
         cbs=callbacks,
-        metrics=[NamedMetric(name, function) for name, function in run.metrics.items()],
+        metrics=[SummedMetrics(run.metrics)],
     )
     # fastai steps the run's own optimizer, so its state is the one that checkpoints save and a resume restores.
     # (Given as opt_func instead, fastai would clear that state when it first fits.)

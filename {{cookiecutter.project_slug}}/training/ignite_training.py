@@ -20,7 +20,8 @@ import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events, create_supervised_evaluator
 from ignite.handlers import FastaiLRFinder, ProgressBar
-from ignite.metrics import Loss
+from ignite.metrics import Loss, Metric
+from ignite.metrics.metric import reinit__is_reduced
 from torch import nn
 
 from config.device import get_device
@@ -31,6 +32,7 @@ from training.build import LOGGER, autocast
 from training.distributed import backend_for, check_distributed_config, launched_world_size
 from training.records import RunResult
 from training.run import Run
+from utils.metric_sums import MetricSums
 from utils.tracking.csv_logs import flatten
 
 ROUTINE = "ignite"
@@ -111,14 +113,34 @@ def create_trainer(run: Run) -> Engine:
     return trainer
 
 
+class SummedMetrics(Metric):
+    """The run's METRICS as one Ignite metric: per (metric, class) sums and counts of defined values and pooled
+    counts (utils/metric_sums.py), added up over the ranks in ``compute``, which gives every ``val_*`` column."""
+
+    def __init__(self, sums: MetricSums, device: torch.device) -> None:
+        self.sums = sums  # before Metric.__init__, which calls reset()
+        super().__init__(device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self.sums.reset()
+
+    @reinit__is_reduced
+    def update(self, output: Batch) -> None:
+        self.sums.update(*output)
+
+    def compute(self) -> dict[str, float]:
+        totals = torch.tensor(self.sums.totals(), dtype=torch.float64, device=self._device)  # nccl: on the GPU
+        return self.sums.compute(idist.all_reduce(totals).tolist())
+
+
 def create_evaluator(run: Run) -> Engine:
-    """The evaluator: val_loss and val_<metric>, each averaged over samples by Ignite's Loss metric (which adds up
-    its sums and counts over the ranks itself)."""
-    functions = {"val_loss": run.loss_fn, **{f"val_{name}": metric for name, metric in run.metrics.items()}}
+    """The evaluator: val_loss averaged over samples by Ignite's Loss metric, and the METRICS' columns by
+    SummedMetrics (each adds up its sums and counts over the ranks itself); ``state.metrics["val"]`` holds them."""
     evaluator = create_supervised_evaluator(
         run.raw_model,
         # Loss weights each batch's mean by the batch size: the mean over samples. It sums on the run's device.
-        metrics={name: Loss(function, device=run.device) for name, function in functions.items()},
+        metrics={"val_loss": Loss(run.loss_fn, device=run.device), "val": SummedMetrics(run.metrics, run.device)},
         device=run.device,
         non_blocking=True,
         model_fn=lambda _model, images: run.predict(images),  # autocast as in training, float32 logits
@@ -183,7 +205,8 @@ def training(
     def end_epoch(engine: Engine) -> None:
         # evaluate
         run.sync_buffers()
-        val = dict(evaluator.run(run.val_loader).metrics)  # val_loss, then val_<metric> as attached
+        metrics = evaluator.run(run.val_loader).metrics
+        val = {"val_loss": metrics["val_loss"], **metrics["val"]}  # val_loss, then the METRICS' columns
         run.step_epoch_scheduler(val)
         # checkpoint and record
         train_loss = run.mean_over_ranks({"loss": engine.state.loss_sum}, engine.state.samples)["loss"]

@@ -59,18 +59,18 @@ def train_one_epoch(run: Run, epoch: int) -> float:
 
 @torch.no_grad()
 def evaluate(run: Run) -> dict[str, float]:
-    """Validation loss and metrics of rank 0's model, each averaged over samples (of all ranks' shards)."""
+    """Validation loss (the mean over samples) and metrics of rank 0's model, over all ranks' shards. Each metric
+    column is the mean of its defined values, beside its pooled value (utils/metric_sums.py)."""
     run.sync_buffers()
-    totals = dict.fromkeys(["val_loss", *(f"val_{name}" for name in run.metrics)], 0.0)
-    count = 0
+    run.metrics.reset()  # a sum and a count of defined values per (metric, class), and pooled pixel counts
+    loss_sum, count = 0.0, 0
     for images, masks in run.val_loader:
         images, masks = run.to_device(images, masks)
         logits = run.predict(images)  # the bare model in eval mode, float32 logits
-        totals["val_loss"] += run.loss_fn(logits, masks).item() * len(images)
-        for name, metric in run.metrics.items():
-            totals[f"val_{name}"] += metric(logits, masks).item() * len(images)
+        loss_sum += run.loss_fn(logits, masks).item() * len(images)
+        run.metrics.update(logits, masks)
         count += len(images)
-    return run.mean_over_ranks(totals, count)
+    return {**run.mean_over_ranks({"val_loss": loss_sum}, count), **run.metric_values()}
 
 
 def train(

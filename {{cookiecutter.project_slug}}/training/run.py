@@ -23,8 +23,9 @@ from config.schema import validate_config
 from config.serialize import ConfigError, to_jsonable
 from training import build, checkpoint, data, distributed
 from training.records import LOGGER, RunRecorder, RunResult
-from training.sanity_checks import sanity_checks
+from training.sanity_checks import check_validation_classes, sanity_checks
 from training.signals import StopSignals
+from utils.metric_sums import improves
 
 
 class StopRun(Exception):  # noqa: N818  # a stop that a hook asks for, not an error
@@ -89,6 +90,7 @@ class Run:  # pylint: disable=too-many-public-methods
             self.sample_batch = self.to_device(*next(iter(self.train_loader)))
             self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
         sanity_checks(config, self.raw_model, *self.sample_batch, self.loss_fn, self.metrics, self.device)
+        check_validation_classes(config, self.val_loader, self.device)  # a checkpoint metric that is never defined
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.hooks = [*extensions.make_hooks(config), *(hooks or [])] if self.rank == 0 else []
@@ -166,21 +168,20 @@ class Run:  # pylint: disable=too-many-public-methods
         *totals, count = distributed.sum_over_ranks([*sums.values(), count], self.device)
         return {key: value / count for key, value in zip(sums, totals, strict=True)}
 
+    def metric_values(self) -> dict[str, float]:
+        """The epoch's validation metrics: ``run.metrics``' sums and counts added up over the ranks, then the means."""
+        return self.metrics.compute(distributed.sum_over_ranks(self.metrics.totals(), self.device))
+
     def sync_buffers(self) -> None:
         """Before validation: every rank takes rank 0's buffers (BatchNorm statistics), so that all validate the
         model that rank 0's checkpoint holds."""
         distributed.broadcast_buffers(self.raw_model)
 
     def is_better(self, value: float) -> bool:
-        """Whether ``value`` of CHECKPOINT_METRIC beats the best so far by more than EARLY_STOPPING's min_delta."""
+        """Whether ``value`` of CHECKPOINT_METRIC beats the best so far by more than EARLY_STOPPING's min_delta; an
+        undefined value (NaN) never does: that epoch is not best, and early stopping counts it as no improvement."""
         delta = (self.config["EARLY_STOPPING"] or {}).get("min_delta", 0.0)
-        if self.best_value is None:
-            return True
-        return (
-            value < self.best_value - delta
-            if self.config["CHECKPOINT_MODE"] == "min"
-            else value > self.best_value + delta
-        )
+        return improves(value, self.best_value, self.config["CHECKPOINT_MODE"], delta)
 
     def end_epoch(self, epoch: int, train_loss: float, val: dict[str, float]) -> bool:
         """After validation: record the epoch, write last.pt (and best.pt), tell the hooks; True: stop early.
@@ -188,15 +189,15 @@ class Run:  # pylint: disable=too-many-public-methods
         Every rank calls it with the same (reduced) values; rank 0's early-stopping decision goes to all ranks.
         """
         seconds = round(time.perf_counter() - self._epoch_started, 3)
-        for key, value in {"train_loss": train_loss, **val}.items():  # never a completed run with NaN figures
-            if not math.isfinite(value):
+        for key, value in {"train_loss": train_loss, **val}.items():  # a NaN metric is undefined (utils/metrics.py)
+            if not math.isfinite(value) and (key.endswith("loss") or not math.isnan(value)):  # NaN loss: failed
                 raise FloatingPointError(f"{key} is {value} at epoch {epoch}")
         row = {"epoch": epoch, "train_loss": train_loss, **val, "lr": self._epoch_lr, "seconds": seconds}
         best = self.is_better(val[self.config["CHECKPOINT_METRIC"]])
         if best:
             self.best_value, self.best_epoch = val[self.config["CHECKPOINT_METRIC"]], epoch
         patience = (self.config["EARLY_STOPPING"] or {}).get("patience")
-        stop = patience is not None and epoch - self.best_epoch >= patience
+        stop = patience is not None and epoch - (self.best_epoch or 0) >= patience  # no best yet: since the start
         if self.recorder is not None:
             with self.signals.held():  # an epoch's row and its checkpoint are written as a unit
                 self.recorder.record_epoch(row, best)
@@ -206,9 +207,7 @@ class Run:  # pylint: disable=too-many-public-methods
                     checkpoint.save_checkpoint(state, self.recorder.weight_dir / "best.pt")
                 self.call_hooks("on_epoch_end", row)  # may raise StopRun: the epoch is on disk already
             if stop:
-                LOGGER.info(
-                    "early stopping: %s has not improved for %d epochs", self.config["CHECKPOINT_METRIC"], patience
-                )
+                LOGGER.info("early stopping: no better %s for %d epochs", self.config["CHECKPOINT_METRIC"], patience)
         return distributed.broadcast_object(stop)
 
     @torch.no_grad()

@@ -1,16 +1,23 @@
-"""Checks on one batch before the first epoch: the images' bands against the model's input, its output against
+"""Checks before the first epoch. On one batch: the images' bands against the model's input, its output against
 TASK and CLASSES, the loss and metrics (finite, and given the task they are written for), and a save/load round
-trip. A failed check is a SanityCheckError that names it: one line, before anything is trained.
+trip; a failed check is a SanityCheckError that names it: one line, before anything is trained. On the validation
+targets: the class of CHECKPOINT_METRIC occurs (else the metric is never defined: a ConfigError), and a warning
+names the other classes that never occur (their columns are NaN, or 0 where the model predicts them).
 """
 
+import functools
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from training.build import build_model
+from config.serialize import ConfigError
+from training import distributed
+from training.build import LOGGER, build_model
+from utils.losses import one_hot
+from utils.metric_sums import MetricSums
 
 
 class SanityCheckError(RuntimeError):
@@ -23,7 +30,7 @@ def sanity_checks(
     images: torch.Tensor,
     masks: torch.Tensor,
     loss_fn: Callable,
-    metrics: dict[str, Callable],
+    metrics: MetricSums,
     device: torch.device,
 ) -> None:
     """One batch (images ``[N, C, H, W]``, targets of TASK) through the model: bands, output channels, the loss
@@ -46,7 +53,8 @@ def sanity_checks(
                     f"{str(err).strip().splitlines()[0]}; make MODEL_CONFIG match the data (in_channels: C)"
                 ) from None
             _check_outputs(config, logits, masks)
-            for name, function in {"loss": loss_fn, **{f"metric {n}": f for n, f in metrics.items()}}.items():
+            functions = {f"metric {name}": functools.partial(metrics.per_sample, name) for name in metrics.metrics}
+            for name, function in {"loss": loss_fn, **functions}.items():
                 try:
                     value = function(logits.float(), masks)
                 except (ValueError, RuntimeError) as err:  # e.g. a binary metric given 3 classes
@@ -94,3 +102,40 @@ def _check_outputs(config: dict[str, Any], logits: torch.Tensor, targets: torch.
             f"sanity check 'output shape' failed: the model gives {tuple(logits.shape)} ([N, C, H, W]) for targets "
             f"of {tuple(targets.shape)}; a model must keep the height and width of its input"
         )
+
+
+def check_validation_classes(
+    config: dict[str, Any], val_loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device
+) -> list[str]:
+    """One pass over the validation targets (every rank's shard, summed over the ranks): the classes that never
+    occur in them, warned about in one line. Their per-image dice is NaN where nothing of them is predicted and 0
+    where something is (utils/metrics.py): a column that tells nothing. The images are read too (a loader gives
+    both), on a forked RNG so that training draws what it would have.
+
+    Raises:
+        ConfigError: CHECKPOINT_METRIC would never be defined: its class never occurs (for a mean over classes: none
+            of them does; binary: no foreground pixel at all), so no epoch could be compared and none kept as best.
+    """
+    task, classes, metric = config["TASK"], config["CLASSES"], config["CHECKPOINT_METRIC"]
+    pixels = torch.zeros(len(classes), dtype=torch.float64)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for _, masks in val_loader:
+            truth, valid = one_hot(masks, task, len(classes) if task != "binary" else 1)
+            pixels += (truth & valid).sum((0, 2, 3)).double().cpu()
+    counts = distributed.sum_over_ranks(pixels.tolist(), device)
+    absent = [name for name, count in zip(classes, counts, strict=True) if not count]
+    if not absent:
+        return absent
+    columns = MetricSums(config["METRICS"], classes, task).columns
+    needed = columns.get(metric.removeprefix("val_"), (None, []))[1]  # the classes it averages; none for val_loss
+    if needed and all(classes[index] in absent for index in needed):
+        what = "no foreground pixel" if task == "binary" else f"no pixel of {', '.join(classes[i] for i in needed)}"
+        raise ConfigError(
+            f"CHECKPOINT_METRIC {metric} is never defined: the validation set has {what}; put images with it into "
+            "the validation set (VAL_DATASET, VAL_FRACTION, VAL_GROUPS) or choose another CHECKPOINT_METRIC"
+        )
+    LOGGER.warning(
+        "class(es) %s never occur in the validation set: their metric columns are NaN (undefined) or 0 (predicted)",
+        ", ".join(absent),
+    )
+    return absent

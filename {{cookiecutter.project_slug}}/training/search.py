@@ -37,6 +37,8 @@ class TrialHook:
     def on_epoch_end(self, run: Any, row: dict[str, float]) -> None:  # pylint: disable=unused-argument
         """Report the epoch's value; prune the trial (never at its last epoch, which would save nothing)."""
         epoch, value = int(row["epoch"]), row[self.metric]
+        if math.isnan(value):  # undefined (docs/data.md): never compared, so not reported for the pruner to compare
+            return
         self.trial.report(value, epoch)
         if epoch < self.epochs and self.trial.should_prune():
             raise StopRun(
@@ -88,7 +90,7 @@ class Search:
             # The run (if it started) has recorded and logged the error; NaN makes Optuna mark the trial failed.
             LOGGER.warning("trial %d failed: %s", trial.number, " ".join(f"{type(err).__name__}: {err}".split()))
             return math.nan
-        return result.best[self.metric]
+        return result.best.get(self.metric, math.nan)  # no epoch with a defined value: NaN, a failed trial
 
 
 def database_path(global_config: GlobalConfig) -> Path:

@@ -2,7 +2,9 @@
 
 Whole images go through a DataLoader exactly as validation does (the run's batch size, batches padded to the model's
 divisor with ignored pixels), so that the mean over images of a metric is the figure history.csv records; tiled
-evaluation predicts each image by sliding windows (utils/tiling.py), as predict.py does for large scenes.
+evaluation predicts each image by sliding windows (utils/tiling.py), as predict.py does for large scenes. A value
+with nothing to count (dice of an image where truth and prediction are both empty) is NaN, and the means skip it
+with the rule validation follows (utils/metric_sums.py): each class's mean over its defined values, with their count.
 """
 
 from dataclasses import dataclass, field
@@ -17,8 +19,8 @@ from utils.data.folder import SegmentationFolder
 from utils.data.samples import SegmentationSamples
 from utils.data.targets import MaskEncoder
 from utils.data.transforms import pad_collate
-from utils.losses import one_hot
-from utils.metrics import EPS, confusion_matrix, dice, iou, predicted_labels
+from utils.metric_sums import MetricSums
+from utils.metrics import confusion_matrix, dice, iou
 from utils.prediction import Predictor
 from utils.tiling import sliding_window
 
@@ -27,38 +29,31 @@ METRICS = {"dice": dice, "iou": iou}
 
 @dataclass
 class Scores:
-    """Per-image metrics (``per_image[name]``: tensors [N, K] appended batch by batch), pooled counts over all valid
-    pixels (``counts``: tp, fp, fn, each [K]) and the confusion matrix (None for multilabel)."""
+    """Per-image metrics (``per_image[name]``: float64 tensors [N, K] appended batch by batch, NaN where undefined),
+    their sums and counts and the pooled counts over all valid pixels (``sums``), and the confusion matrix (None for
+    multilabel)."""
 
     task: str
+    classes: list[str]
     per_image: dict[str, list[torch.Tensor]] = field(default_factory=lambda: {name: [] for name in METRICS})
-    counts: torch.Tensor | None = None
+    sums: MetricSums = field(init=False)
     confusion: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.sums = MetricSums(METRICS, self.classes, self.task)
 
     def add(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Score a batch: logits [N, K, H, W] float32, target as the Targets contract (ignored pixels < 0)."""
-        for name, metric in METRICS.items():
-            self.per_image[name].append(metric(logits, target, self.task).double().cpu())
-        labels = predicted_labels(logits, self.task)
-        if self.task == "multiclass":
-            labels = labels == torch.arange(logits.shape[1], device=labels.device).view(1, -1, 1, 1)
-        pred = labels.bool()
-        truth, valid = one_hot(target, self.task, logits.shape[1])
-        counts = torch.stack(
-            [
-                (pred & truth & valid).sum((0, 2, 3)),
-                (pred & ~truth & valid).sum((0, 2, 3)),
-                (~pred & truth).sum((0, 2, 3)),
-            ]
-        ).cpu()
-        self.counts = counts if self.counts is None else self.counts + counts
+        for name, values in self.sums.update(logits, target).items():
+            self.per_image[name].append(values)
         if self.task != "multilabel":
             matrix = confusion_matrix(logits, target, self.task, logits.shape[1])
             self.confusion = matrix if self.confusion is None else self.confusion + matrix
 
     def means(self) -> dict[str, float]:
-        """Each metric's mean over classes of its per-class mean over images (what validation records)."""
-        return {name: float(torch.cat(values).mean(0).mean()) for name, values in self.per_image.items()}
+        """Each metric's mean over classes of its per-class mean over images, undefined values skipped, and its
+        pooled value (``<name>_pooled``): the columns validation records, without ``val_``."""
+        return self.sums.compute()
 
 
 def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFolder, Dataset]:
@@ -76,7 +71,7 @@ def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFold
 @torch.no_grad()
 def evaluate_whole(predictor: Predictor, samples: Dataset, loader_config: dict[str, Any]) -> Scores:
     """Scores of whole images in the batches validation makes (``loader_config``: the run's DATA_LOADER_CONFIG)."""
-    scores = Scores(predictor.task)
+    scores = Scores(predictor.task, predictor.classes)
     device = next(predictor.model.parameters()).device
     kwargs = {**loader_config, "shuffle": False, "collate_fn": pad_collate(predictor.divisor)}
     for images, targets in DataLoader(samples, **kwargs):
@@ -86,7 +81,7 @@ def evaluate_whole(predictor: Predictor, samples: Dataset, loader_config: dict[s
 
 def evaluate_tiled(predictor: Predictor, samples: Dataset, tile: int, overlap: float) -> Scores:
     """Scores of each image predicted by overlapping tiles of ``tile`` pixels (logits stitched on the CPU)."""
-    scores = Scores(predictor.task)
+    scores = Scores(predictor.task, predictor.classes)
     for index in range(len(samples)):  # type: ignore[arg-type]  # pylint: disable=consider-using-enumerate
         image, target = samples[index]
         scores.add(sliding_window(predictor.model, image[None], tile, overlap, predictor.divisor), target[None])
@@ -94,22 +89,24 @@ def evaluate_tiled(predictor: Predictor, samples: Dataset, tile: int, overlap: f
 
 
 def tables(scores: Scores, images: list[str], classes: list[str]) -> dict[str, pd.DataFrame]:
-    """per_image (image, mean and per-class dice and iou), summary (per class and mean: mean over images and
-    pooled over all pixels) and, but for multilabel, confusion (rows truth, columns prediction) as DataFrames."""
+    """per_image (image, the mean over classes and each class's dice and iou; NaN where undefined), summary and, but
+    for multilabel, confusion (rows truth, columns prediction) as DataFrames.
+
+    summary has a row per class and a ``mean`` row (the mean over classes, NaN classes skipped). Per metric:
+    ``<name>`` the mean over the images where it is defined, ``<name>_count`` their number (``mean`` row: the
+    number of classes averaged), ``<name>_pooled`` the value of all pixels together (TP, FP, FN summed first).
+    """
     per_image = pd.DataFrame({"image": images})
     summary = pd.DataFrame({"class": [*classes, "mean"]})
-    for name, values in scores.per_image.items():
-        table = torch.cat(values)
-        per_image[name] = table.mean(1).numpy()
+    values, means = scores.sums.class_values(), scores.means()
+    for name, batches in scores.per_image.items():
+        table = torch.cat(batches) if batches else torch.zeros(0, len(classes), dtype=torch.float64)
+        per_image[name] = table.nanmean(1).numpy()  # NaN for an image where every class is undefined
         for column, class_name in enumerate(classes):
             per_image[f"{name}_{class_name}"] = table[:, column].numpy()
-        summary[name] = [*table.mean(0).tolist(), float(table.mean(0).mean())]
-    tp, fp, fn = scores.counts.double() if scores.counts is not None else torch.zeros(3, len(classes))
-    for name, pooled in (
-        ("dice", (2 * tp + EPS) / (2 * tp + fp + fn + EPS)),
-        ("iou", (tp + EPS) / (tp + fp + fn + EPS)),
-    ):
-        summary[f"{name}_pooled"] = [*pooled.tolist(), float(pooled.mean())]
+        summary[name] = [*values[name].tolist(), means[name]]
+        summary[f"{name}_count"] = [*values[f"{name}_count"].long().tolist(), int((~values[name].isnan()).sum())]
+        summary[f"{name}_pooled"] = [*values[f"{name}_pooled"].tolist(), means[f"{name}_pooled"]]
     result = {"per_image": per_image, "summary": summary}
     if scores.confusion is not None:
         names = ["background", *classes] if scores.task == "binary" else classes
@@ -122,7 +119,8 @@ def write_tables(folder: Path, results: dict[str, pd.DataFrame]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in results.items():
-        table.to_csv(folder / f"{name}.csv", index=name == "confusion", float_format="%.6g")
+        # An undefined value is written "nan" (as in history.csv), not an empty cell that reads as a missing column
+        table.to_csv(folder / f"{name}.csv", index=name == "confusion", float_format="%.6g", na_rep="nan")
         written.append(folder / f"{name}.csv")
     if "confusion" in results:
         written.append(plot_confusion(results["confusion"], folder / "confusion.png"))

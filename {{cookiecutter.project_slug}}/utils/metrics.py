@@ -2,26 +2,27 @@
 
 Inputs as in :mod:`utils.losses` (``logits`` ``[N, K, H, W]``, the target of the task; pixels with target < 0 count
 nowhere; a task that does not fit the shapes raises ValueError). Metrics are hard: binary and multilabel channels
-predict a pixel when its logit is > 0 (probability > 0.5), multiclass predicts the argmax class. They use ``EPS`` in
-numerator and denominator, so they stay finite and in [0, 1] on empty masks: an empty prediction of an empty target
-scores 1.0, and precision (recall) of an empty prediction (target) is 1.0 as nothing was wrongly claimed (missed).
+predict a pixel when its logit is > 0 (probability > 0.5), multiclass predicts the argmax class.
 
-:func:`per_class_metrics` turns them into the scalar functions the training loops log (``val_dice``,
-``val_dice_<class>``); :func:`confusion_matrix`, :func:`predicted_labels` and :func:`probabilities` serve predict
-and evaluate.
+A value whose denominator has nothing to count is undefined: NaN, never smoothed by an epsilon. Dice, F1 and IoU are
+NaN where truth and prediction are both empty (TP + FP + FN = 0), precision where the prediction is empty
+(TP + FP = 0), recall where the truth is empty (TP + FN = 0); a class predicted where the truth has none scores 0.
+This is nnU-Net v2's rule (nnunetv2/evaluation/evaluate_predictions.py: both empty -> NaN, skipped in the means):
+an empty tile predicted empty tells nothing about the segmentation, and scoring it 1.0 lets empty tiles outvote the
+objects. :class:`utils.metric_sums.MetricSums` turns these values into the logged means (each column's mean over
+its defined values) and pooled values (all pixels together); ``*_ratio`` give each ratio from counts, for both.
+
+:func:`confusion_matrix`, :func:`predicted_labels` and :func:`probabilities` serve predict and evaluate.
 """
 
 import functools
 import inspect
 import math
-import weakref
 from collections.abc import Callable
 
 import torch
 
-from utils.losses import PIXEL_DIMS, TASKS, check_inputs, one_hot
-
-EPS = 1e-6
+from utils.losses import PIXEL_DIMS, check_inputs, one_hot
 
 Metric = Callable[..., torch.Tensor]
 
@@ -66,8 +67,8 @@ def _hard(logits: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torch.
     return pred & valid, truth, valid
 
 
-def _counts(logits: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """True positives, false positives and false negatives per sample and class, int64 ``[N, K]``.
+def counts(logits: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """True positives, false positives and false negatives per sample and class, int64 ``[N, K]`` (valid pixels).
 
     Counts stay exact integers; the ratios built from them are float32 (relative error ~1e-7 at any image size;
     float64 would be finer but MPS has none).
@@ -76,14 +77,43 @@ def _counts(logits: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torc
     return (pred & truth).sum(PIXEL_DIMS), (pred & ~truth).sum(PIXEL_DIMS), (~pred & truth).sum(PIXEL_DIMS)
 
 
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator``, NaN where the denominator is 0; float64 counts give float64, others float32."""
+    dtype = torch.float64 if denominator.dtype == torch.float64 else torch.float32
+    numerator, denominator = numerator.to(dtype), denominator.to(dtype)
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), math.nan)
+
+
+def dice_ratio(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """``2TP / (2TP + FP + FN)`` of counts of any shape; NaN where all three are 0."""
+    return _ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def iou_ratio(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """``TP / (TP + FP + FN)`` of counts of any shape; NaN where all three are 0."""
+    return _ratio(tp, tp + fp + fn)
+
+
+def precision_ratio(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """``TP / (TP + FP)`` of counts of any shape; NaN where nothing is predicted."""
+    del fn  # one signature for every ratio
+    return _ratio(tp, tp + fp)
+
+
+def recall_ratio(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> torch.Tensor:
+    """``TP / (TP + FN)`` of counts of any shape; NaN where the truth is empty."""
+    del fp  # one signature for every ratio
+    return _ratio(tp, tp + fn)
+
+
 def dice(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torch.Tensor:
-    """Dice coefficient ``2TP / (2TP + FP + FN)`` of the hard prediction, float32 ``[N, K]`` in [0, 1]."""
-    tp, fp, fn = _counts(logits, target, task)
-    return (2 * tp + EPS) / (2 * tp + fp + fn + EPS)
+    """Dice coefficient ``2TP / (2TP + FP + FN)`` of the hard prediction, float32 ``[N, K]`` in [0, 1]; NaN where
+    truth and prediction are both empty."""
+    return dice_ratio(*counts(logits, target, task))
 
 
 def f1(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torch.Tensor:
-    """F1 score of the hard prediction, float32 ``[N, K]``.
+    """F1 score of the hard prediction, float32 ``[N, K]`` (NaN as for :func:`dice`).
 
     Per class, F1 (harmonic mean of precision and recall) equals the dice coefficient; it is kept under its own name
     because classification-minded readers and configs look for it.
@@ -92,21 +122,36 @@ def f1(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torc
 
 
 def iou(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torch.Tensor:
-    """Intersection over union (Jaccard) ``TP / (TP + FP + FN)`` of the hard prediction, float32 ``[N, K]``."""
-    tp, fp, fn = _counts(logits, target, task)
-    return (tp + EPS) / (tp + fp + fn + EPS)
+    """Intersection over union (Jaccard) ``TP / (TP + FP + FN)`` of the hard prediction, float32 ``[N, K]``; NaN
+    where truth and prediction are both empty."""
+    return iou_ratio(*counts(logits, target, task))
 
 
 def precision(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torch.Tensor:
-    """Precision ``TP / (TP + FP)`` of the hard prediction, float32 ``[N, K]`` (1.0 for an empty prediction)."""
-    tp, fp, _ = _counts(logits, target, task)
-    return (tp + EPS) / (tp + fp + EPS)
+    """Precision ``TP / (TP + FP)`` of the hard prediction, float32 ``[N, K]``; NaN where nothing is predicted."""
+    return precision_ratio(*counts(logits, target, task))
 
 
 def recall(logits: torch.Tensor, target: torch.Tensor, task: str = "binary") -> torch.Tensor:
-    """Recall ``TP / (TP + FN)`` of the hard prediction, float32 ``[N, K]`` (1.0 for an empty target)."""
-    tp, _, fn = _counts(logits, target, task)
-    return (tp + EPS) / (tp + fn + EPS)
+    """Recall ``TP / (TP + FN)`` of the hard prediction, float32 ``[N, K]``; NaN where the truth is empty."""
+    return recall_ratio(*counts(logits, target, task))
+
+
+# The project's metrics as ratios of counts: what their pooled value (all pixels together) is.
+RATIOS: dict[Metric, Callable[..., torch.Tensor]] = {
+    dice: dice_ratio,
+    f1: dice_ratio,
+    iou: iou_ratio,
+    precision: precision_ratio,
+    recall: recall_ratio,
+}
+
+
+def ratio_of(metric: Metric) -> Callable[..., torch.Tensor] | None:
+    """The ratio of counts that ``metric`` is (through ``functools.partial``), or None for another function."""
+    while isinstance(metric, functools.partial):
+        metric = metric.func
+    return RATIOS.get(metric)
 
 
 def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, task: str, num_classes: int) -> torch.Tensor:
@@ -132,7 +177,7 @@ def confusion_matrix(logits: torch.Tensor, target: torch.Tensor, task: str, num_
     return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes).cpu()
 
 
-def _with_task(metric: Metric, task: str) -> Metric:
+def with_task(metric: Metric, task: str) -> Metric:
     """``metric`` with ``task=`` bound when it takes one (also when bound already: the later binding wins), else as
     it is (a metric of old, ``metric(logits, target) -> scalar``, binary only)."""
     try:
@@ -140,89 +185,3 @@ def _with_task(metric: Metric, task: str) -> Metric:
     except (TypeError, ValueError):  # a builtin without a signature
         takes_task = False
     return functools.partial(metric, task=task) if takes_task else metric
-
-
-class _LastValues:
-    """One metric's ``[N, K]`` values for the last ``(logits, target)`` pair it saw (a one-entry identity cache).
-
-    Ignite's Loss metric and fastai's metrics take one scalar function per logged column, so ``val_dice``,
-    ``val_dice_<class>``... each call the metric on the same batch; the cache computes it once. The entry holds weak
-    references (no batch kept alive) and the tensors' versions (an in-place change recomputes); pickling drops it.
-    """
-
-    def __init__(self, metric: Metric, task: str) -> None:
-        self.metric = _with_task(metric, task)
-        self.task = task
-        self.entry: tuple[weakref.ref, weakref.ref, int, int, torch.Tensor] | None = None
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.entry is not None:
-            logits_ref, target_ref, logits_version, target_version, values = self.entry
-            if (
-                logits_ref() is logits
-                and target_ref() is target
-                and (logits._version, target._version) == (logits_version, target_version)
-            ):
-                return values
-        values = self.metric(logits, target)
-        if values.dim() == 0 and self.task == "binary":
-            values = values.view(1, 1)  # a metric of old, a scalar (the mean over samples) of the one class
-        self.entry = (weakref.ref(logits), weakref.ref(target), logits._version, target._version, values)
-        return values
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "entry": None}  # weak references cannot be pickled, and the entry is stale anyway
-
-
-class ClassMetric:
-    """A scalar function ``(logits, target) -> 0-dim tensor`` of :func:`per_class_metrics`: one class's mean over
-    samples (``index``), or for ``index=None`` the mean over classes of those means. ``__name__`` is the column name
-    (fastai names its metrics so)."""
-
-    def __init__(self, values: _LastValues, index: int | None, name: str, num_classes: int) -> None:
-        self.values = values
-        self.index = index
-        self.num_classes = num_classes
-        self.__name__ = self.__qualname__ = name
-
-    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        values = self.values(logits, target)  # [N, K]
-        if values.dim() != 2:
-            raise ValueError(
-                f"{self.__name__}: the metric gave values of shape {tuple(values.shape)} for logits "
-                f"{tuple(logits.shape)}; per-class columns need [N, K] (see utils/metrics.py)"
-            )
-        if values.shape[1] != self.num_classes:
-            raise ValueError(
-                f"{self.__name__}: {self.num_classes} CLASSES but logits {tuple(logits.shape)} have "
-                f"{values.shape[1]} channels; set CLASSES to one name per output channel"
-            )
-        return values.mean() if self.index is None else values[:, self.index].mean()
-
-    def __repr__(self) -> str:
-        return f"<metric {self.__name__}>"
-
-
-def per_class_metrics(metrics: dict[str, Metric], classes: list[str], task: str) -> dict[str, ClassMetric]:
-    """The scalar functions to log for ``metrics`` (name -> per-sample per-class metric such as :func:`dice`, with or
-    without ``task`` bound; a metric without a ``task`` parameter returning a scalar is taken as it is, binary only).
-
-    binary (one class, the foreground): ``{name: mean over samples}``. multiclass and multilabel: for each metric
-    ``name`` (the mean over classes of each class's mean over samples) followed by ``f"{name}_{class}"`` for each of
-    ``classes``. Each function returns a 0-dim float32 tensor; all of one metric share one computation per batch.
-    ValueError for an unknown task, a binary task with other than one class, or fewer than two classes otherwise.
-    """
-    if task not in TASKS:
-        raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-    if task == "binary" and len(classes) != 1:
-        raise ValueError(f"task 'binary' has one class (the foreground), got CLASSES {classes}")
-    if task != "binary" and len(classes) < 2:
-        raise ValueError(f"task {task!r} needs two CLASSES or more, got {classes}")
-    functions = {}
-    for name, metric in metrics.items():
-        values = _LastValues(metric, task)
-        functions[name] = ClassMetric(values, None, name, len(classes))
-        if task != "binary":
-            for index, class_name in enumerate(classes):
-                functions[f"{name}_{class_name}"] = ClassMetric(values, index, f"{name}_{class_name}", len(classes))
-    return functions

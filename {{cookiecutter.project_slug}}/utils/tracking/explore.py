@@ -9,6 +9,7 @@ checkpoint's statistics, the checkpoint's model (``utils.prediction.load_predict
 """
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def predict_samples(predictor: Predictor, samples: Sequence[Sample]) -> list[tor
 
 
 def sample_grid(samples: Sequence[Sample], logits: Sequence[torch.Tensor], task: str, classes: list[str]) -> Figure:
-    """One row per sample: image | true mask | predicted mask (with the sample's dice), and a legend of the colours.
+    """One row per sample: image | true mask | predicted mask (with the sample's dice, the mean over the classes where
+    it is defined: "undefined" where truth and prediction are both empty), and a legend of the colours.
 
     The figure is detached from pyplot (nothing to close); a notebook shows it as a cell's value.
     """
@@ -81,11 +83,12 @@ def sample_grid(samples: Sequence[Sample], logits: Sequence[torch.Tensor], task:
     axes = fig.subplots(len(samples), 3, squeeze=False)
     for row, ((image, target), sample_logits) in enumerate(zip(samples, logits, strict=True)):
         target = target[None]
-        score = float(dice(sample_logits, target, task).mean())
+        score = float(dice(sample_logits, target, task).nanmean())  # NaN: nothing to find and nothing found
+        shown = "undefined: both empty" if math.isnan(score) else f"{score:.3f}"
         panels = {
             "image": image_colours(image[None]),
             "true mask": label_colours(target, task),
-            f"predicted (dice {score:.3f})": label_colours(predicted_labels(sample_logits, task), task),
+            f"predicted (dice {shown})": label_colours(predicted_labels(sample_logits, task), task),
         }
         for axis, (title, panel) in zip(axes[row], panels.items(), strict=True):
             axis.imshow(panel[0].permute(1, 2, 0).numpy(), interpolation="nearest")

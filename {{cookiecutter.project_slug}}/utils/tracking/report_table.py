@@ -43,14 +43,14 @@ def metric_columns(table: pd.DataFrame) -> list[str]:
 
 
 def choose_metric(table: pd.DataFrame, metric: str | None = None) -> str | None:
-    """The column to sort by: ``metric`` if given, else best_val_dice, else the first best_val_* score (a loss only
-    if there is nothing else).
+    """The column to sort by: ``metric`` if given, else best_val_dice, else the first best_val_* score with a value
+    (a loss only if there is nothing else). NaN values (undefined metrics) sort last.
 
     A given name may leave out the ``best_`` prefix (``val_loss``) or ``best_val_`` (``iou``). Returns None when no
     metric was given and no run has finished an epoch yet (the table is then shown newest first).
     """
-    if metric is None:
-        best_val = [c for c in table.columns if c.startswith("best_val_")]
+    if metric is None:  # a column without any value (a class that never occurs: NaN) cannot order the runs
+        best_val = [c for c in table.columns if c.startswith("best_val_") and table[c].notna().any()]
         scores = [c for c in best_val if not lower_is_better(c)]
         return "best_val_dice" if "best_val_dice" in best_val else next(iter(scores + best_val), None)
     for candidate in (metric, f"best_{metric}", f"best_val_{metric}"):
