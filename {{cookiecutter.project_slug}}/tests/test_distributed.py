@@ -209,7 +209,8 @@ def test_early_stopping_stops_every_rank(routine: str, probe: Path, global_confi
     assert result.returncode == 0, result.stderr[-3000:]
     row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
     assert row["status"] == "completed" and row["epochs_completed"] == 2 and row["world_size"] == 2
-    assert len(samples_seen(probe, 1, "val")) == 3 * (2 + 1)  # rank 1 stopped after epoch 2 as well
+    # rank 1 stopped after epoch 2 as well: two epochs, the preflight batch and the validation-class pass
+    assert len(samples_seen(probe, 1, "val")) == 3 * (2 + 2)
 
 
 def test_an_error_on_one_rank_ends_every_rank_with_a_non_zero_exit(probe: Path, global_config: GlobalConfig) -> None:
