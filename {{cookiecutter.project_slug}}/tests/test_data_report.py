@@ -42,7 +42,7 @@ def nuclei_folder(root: Path, sizes: tuple[tuple[int, int], ...] = ((32, 32),) *
 def test_the_report_gives_the_folders_figures_and_suggestions(tmp_path, capsys):
     pixels = nuclei_folder(tmp_path / "data")
     before = snapshot(tmp_path)
-    assert data_report.main([str(tmp_path / "data"), *THREE]) == 0
+    assert data_report.main([str(tmp_path / "data"), *THREE, "--set", r"VAL_GROUPS=^tile\d"]) == 0
     out = capsys.readouterr().out
     assert snapshot(tmp_path) == before  # it writes nothing, not even a log folder
     assert "6 images" in out and "size HxW: min 32x32, median 32x32, max 40x48; 2 distinct" in out, out
@@ -57,6 +57,15 @@ def test_the_report_gives_the_folders_figures_and_suggestions(tmp_path, capsys):
     assert f"--set 'LOSS_CONFIG.class_weights={weights}'" in out, out
     assert "--set PATCH_SIZE=32 " in out and "--set MODEL_CONFIG.depth=2 " in out, out  # 32 px / 4 = 8 px deepest
     assert "--set NORMALIZATION=" in out and "--set DATA_LOADER_CONFIG.batch_size=" in out, out
+    assert "VAL_GROUPS: 6 groups (images): tile0 (1), tile1 (1)" in out, out
+
+
+def test_without_a_folder_the_report_reads_the_configs_dataset(capsys):
+    argv = ["--set", "DATASET_CONFIG.n_samples=8", "--set", "DATASET_CONFIG.size=32", "--max-images", "4"]
+    assert data_report.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "DATASET: 8 images; 4 read" in out and "size HxW (sampled): min 32x32, median 32x32, max 32x32" in out, out
+    assert "class 'shape' (sampled)" in out and "LOSS_CONFIG.class_weights" not in out, out  # shapes are not rare
 
 
 @pytest.mark.parametrize(
