@@ -363,7 +363,8 @@ def test_template_venv_is_fully_pinned():
 def test_makefile_targets(cookies):
     project = bake_ok(cookies, {"use_hyperparameter_search": True})
     help_text = run(["make", "help"], cwd=project, timeout=60).stdout
-    for target in ["env", "env-dev", "train", "predict", "test", "lint", "format", "tensorboard", "search", "clean"]:
+    targets = ["env", "env-dev", "train", "predict", "data-report", "test", "lint", "format", "tensorboard", "search"]
+    for target in [*targets, "clean"]:
         assert re.search(rf"^  {target} ", help_text, re.MULTILINE), f"make help does not list {target}"
 
     dry_run = run(["make", "-n", "env-dev"], cwd=project, timeout=60).stdout
@@ -372,6 +373,9 @@ def test_makefile_targets(cookies):
 
     dry_run = run(["make", "-n", "train", "PYTHON=python", "ARGS=--set EPOCHS=1"], cwd=project, timeout=60).stdout
     assert "python train.py --set EPOCHS=1" in dry_run
+
+    dry_run = run(["make", "-n", "data-report", "PYTHON=python", "ARGS=data/my_set"], cwd=project, timeout=60).stdout
+    assert "python data_report.py data/my_set" in dry_run
 
     dry_run = run(
         ["make", "-n", "search", "PYTHON=python", "TRIALS=4", "ARGS=--resume"], cwd=project, timeout=60

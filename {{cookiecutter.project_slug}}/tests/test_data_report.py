@@ -107,9 +107,13 @@ def thin_config(root: Path, **changes) -> dict:
 )
 def test_a_rare_class_without_a_remedy_gets_one_line(tmp_path, caplog, monkeypatch, changes, warned):
     nuclei_folder(tmp_path / "data")
-    reads = []
-    read_mask = utils.data.folder.read_mask
-    monkeypatch.setattr(utils.data.folder, "read_mask", lambda path: reads.append(path) or read_mask(path))
+    reads, read_mask = [], utils.data.folder.read_mask
+
+    def counted(path, *args, **kwargs):
+        reads.append(path)
+        return read_mask(path, *args, **kwargs)
+
+    monkeypatch.setattr(utils.data.folder, "read_mask", counted)
     with caplog.at_level(logging.WARNING, logger="project"):
         build_datasets(thin_config(tmp_path / "data", **changes))
     lines = [record.getMessage() for record in caplog.records if "rare class" in record.getMessage()]
