@@ -23,7 +23,7 @@ SHOW_EXPERIMENTS := import pandas as pd; \
     print(df[cols].tail(5).to_string(index=False))
 
 .DEFAULT_GOAL := help
-.PHONY: help env demo test lint docs bench bench-data bench-predict clean
+.PHONY: help env demo test lint docs bench bench-data bench-thin bench-predict clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: env ## Time each training routine against a bare loop (about 3 min on 2 C
 
 bench-data: env ## Share of a training epoch waiting for data on a folder of PNG tiles, 0 and 2 workers
 	$(PYTHON) benchmarks/data_loading.py $(ARGS)
+
+bench-thin: env ## A thin class (3 % of pixels): its dice per epoch with and without data_report.py's lines (a few min)
+	$(PYTHON) benchmarks/thin_class.py $(ARGS)
 
 bench-predict: env ## Tiled prediction: megapixels per second and peak memory on 1, 6 and 24 megapixel scenes
 	$(PYTHON) benchmarks/predict_scene.py $(ARGS)

@@ -48,6 +48,7 @@ BASE_FILES = {
     "models/unet.py",
     "configs/__init__.py",
     "configs/multiclass.py",
+    "data_report.py",
     "evaluate.py",
     "predict.py",
     "train.py",
@@ -62,6 +63,7 @@ BASE_FILES = {
     "training/signals.py",
     "utils/__init__.py",
     "utils/data/__init__.py",
+    "utils/data/fingerprint.py",
     "utils/data/folder.py",
     "utils/data/images.py",
     "utils/data/normalization.py",
@@ -86,6 +88,7 @@ BASE_FILES = {
     "notebooks/explore_runs.ipynb",
     "tests/conftest.py",
     "tests/test_config.py",
+    "tests/test_data_report.py",
     "tests/test_saved_configs.py",
     "tests/test_folder.py",
     "tests/test_images.py",
@@ -360,7 +363,8 @@ def test_template_venv_is_fully_pinned():
 def test_makefile_targets(cookies):
     project = bake_ok(cookies, {"use_hyperparameter_search": True})
     help_text = run(["make", "help"], cwd=project, timeout=60).stdout
-    for target in ["env", "env-dev", "train", "predict", "test", "lint", "format", "tensorboard", "search", "clean"]:
+    targets = ["env", "env-dev", "train", "predict", "data-report", "test", "lint", "format", "tensorboard", "search"]
+    for target in [*targets, "clean"]:
         assert re.search(rf"^  {target} ", help_text, re.MULTILINE), f"make help does not list {target}"
 
     dry_run = run(["make", "-n", "env-dev"], cwd=project, timeout=60).stdout
@@ -369,6 +373,9 @@ def test_makefile_targets(cookies):
 
     dry_run = run(["make", "-n", "train", "PYTHON=python", "ARGS=--set EPOCHS=1"], cwd=project, timeout=60).stdout
     assert "python train.py --set EPOCHS=1" in dry_run
+
+    dry_run = run(["make", "-n", "data-report", "PYTHON=python", "ARGS=data/my_set"], cwd=project, timeout=60).stdout
+    assert "python data_report.py data/my_set" in dry_run
 
     dry_run = run(
         ["make", "-n", "search", "PYTHON=python", "TRIALS=4", "ARGS=--resume"], cwd=project, timeout=60

@@ -5,7 +5,6 @@ DATASET -> mask encoded for TASK -> no-data pixels ignored -> normalised -> PATC
 (training only) -> batches padded to a common size that the model divides (utils/data/samples.py, transforms.py).
 """
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, ra
 from config.serialize import ConfigError
 from training import distributed
 from training.build import LOGGER, instantiate
+from utils.data.fingerprint import ClassCounts, rare_class_line
 from utils.data.folder import group_names
 from utils.data.images import DataError
 from utils.data.normalization import compute_statistics
@@ -58,15 +58,34 @@ def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     return Subset(dataset, np.flatnonzero(~is_val).tolist()), Subset(dataset, np.flatnonzero(is_val).tolist())
 
 
-def normalization_statistics(config: dict[str, Any], train_set: Dataset, source: dict[str, Any] | None) -> Any:
+def mask_encoder(config: dict[str, Any]) -> MaskEncoder:
+    """The MaskEncoder of TASK, CLASSES, MASK_VALUES, IGNORE_INDEX and MASK_THRESHOLD (ConfigError for settings
+    that conflict)."""
+    task, num_classes = config["TASK"], 2 if config["TASK"] == "binary" else len(config["CLASSES"])  # binary: 0, 1
+    try:
+        return MaskEncoder(task, num_classes, config["MASK_VALUES"], config["IGNORE_INDEX"], config["MASK_THRESHOLD"])
+    except ValueError as err:
+        raise ConfigError(f"MASK_VALUES / IGNORE_INDEX: {err}") from None
+
+
+def normalization_statistics(
+    config: dict[str, Any], train_set: Dataset, source: dict[str, Any] | None, encoder: MaskEncoder
+) -> Any:
     """NORMALIZATION's per-band statistics: from ``source`` (a checkpoint: the resumed run's own, or INIT_FROM's
-    for ``init``), else computed on the training set (up to 256 samples, seeded)."""
+    for ``init``), else computed on the training set (up to 256 samples, seeded). That pass also counts the class
+    pixels of its samples (``encoder`` encodes the masks) and warns of a rare class trained without a remedy."""
     if source is not None:
         return source.get("normalization")
-    # Rank 0 reads the samples and sends the figures: the files are read once, and every rank normalises alike.
-    compute = functools.partial(
-        compute_statistics, train_set, config["NORMALIZATION"], nodata=config["NODATA"], seed=config["SEED"]
-    )
+
+    def compute() -> Any:  # rank 0 reads the samples and sends the figures: files read once, normalised alike
+        counts = ClassCounts(encoder, train_set)
+        stats = compute_statistics(
+            train_set, config["NORMALIZATION"], nodata=config["NODATA"], seed=config["SEED"], on_sample=counts
+        )
+        if line := rare_class_line(counts, config):
+            LOGGER.warning(line)
+        return stats
+
     return distributed.broadcast_object(distributed.on_rank_zero(compute, (DataError,)))
 
 
@@ -74,15 +93,8 @@ def build_datasets(config: dict[str, Any], source: dict[str, Any] | None = None)
     """Training and validation datasets of (image [C, H, W] float32, target) pairs, and the normalisation
     statistics they apply (``source``: the checkpoint to take those from, see :func:`normalization_statistics`)."""
     train_set, val_set = split_dataset(config)
-    stats = normalization_statistics(config, train_set, source)
-    task, classes = config["TASK"], config["CLASSES"]
-    num_classes = 2 if task == "binary" else len(classes)  # a binary mask holds two values, 0 and 1
-    try:
-        encoder = MaskEncoder(
-            task, num_classes, config["MASK_VALUES"], config["IGNORE_INDEX"], config["MASK_THRESHOLD"]
-        )
-    except ValueError as err:
-        raise ConfigError(f"MASK_VALUES / IGNORE_INDEX: {err}") from None
+    encoder = mask_encoder(config)
+    stats = normalization_statistics(config, train_set, source, encoder)
     patch = RandomPatch(config["PATCH_SIZE"], config["PATCH_FOREGROUND"]) if config["PATCH_SIZE"] else None
     nodata = config["NODATA"]
     train = SegmentationSamples(train_set, encoder, stats, nodata, patch, config["TRAIN_TRANSFORM"])

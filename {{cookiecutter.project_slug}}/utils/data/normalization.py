@@ -14,6 +14,8 @@ training did.
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,7 +44,12 @@ def invalid_pixels(image: torch.Tensor, nodata: float | None = None) -> torch.Te
 
 
 def compute_statistics(
-    dataset: Dataset, method: str | None, nodata: float | None = None, max_samples: int = 256, seed: int = 0
+    dataset: Dataset,
+    method: str | None,
+    nodata: float | None = None,
+    max_samples: int = 256,
+    seed: int = 0,
+    on_sample: Callable[[int, Any, Any], None] | None = None,
 ) -> dict[str, Any] | None:
     """Per-band statistics of the images of ``dataset`` (samples ``(image [C, H, W], mask)``).
 
@@ -52,6 +59,8 @@ def compute_statistics(
         nodata: an image value meaning no data; such pixels (and NaN/inf ones) are left out, band by band.
         max_samples: images used at most; with more, a seeded random choice of this many.
         seed: seed of that choice and of the pixel subsample for percentiles.
+        on_sample: called as ``on_sample(index, image, mask)`` with each sample read, so that other figures (the
+            class pixels of utils/data/fingerprint.py) come from the same pass; with it, method None still reads.
 
     Returns:
         ``{"method": "meanstd", "mean": [C], "std": [C]}`` (population std), ``{"method": "percentile",
@@ -61,9 +70,9 @@ def compute_statistics(
         ValueError: an unknown method, or max_samples < 1.
         DataError: an empty dataset, images with different band counts, or a band without one valid pixel.
     """
-    if method is None:
+    if method is None and on_sample is None:
         return None
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ValueError(f"NORMALIZATION must be one of {', '.join(METHODS)} or None, got {method!r}")
     rng = np.random.default_rng(seed)
     indices = _sample_indices(dataset, max_samples, rng)
@@ -71,8 +80,11 @@ def compute_statistics(
     bands: int | None = None
     moments: np.ndarray | None = None  # [C, 3]: count, mean, M2 (Chan et al.'s parallel variance)
     kept: list[list[np.ndarray]] = []  # percentile: per band, the subsampled valid values of each image
-    for index in indices:
-        image = torch.as_tensor(dataset[index][0]).numpy().astype(np.float64)
+    if method is None:  # only on_sample's figures
+        collections.deque(_read(dataset, indices, on_sample), maxlen=0)
+        return None
+    for index, image in _read(dataset, indices, on_sample):
+        image = torch.as_tensor(image).numpy().astype(np.float64)
         image = image.reshape(image.shape[0], -1)  # [C, H*W]
         if bands is None:
             bands, moments, kept = image.shape[0], np.zeros((image.shape[0], 3)), [[] for _ in range(image.shape[0])]
@@ -103,6 +115,15 @@ def compute_statistics(
         }
     low, high = zip(*(np.percentile(np.concatenate(values), PERCENTILES).tolist() for values in kept), strict=True)
     return {"method": method, "low": list(low), "high": list(high), "percentiles": list(PERCENTILES)}
+
+
+def _read(dataset: Dataset, indices: list[int], on_sample: Callable | None) -> Iterator[tuple[int, Any]]:
+    """``(index, image)`` of each sample read, the whole sample handed to ``on_sample`` first."""
+    for index in indices:
+        image, mask = dataset[index]
+        if on_sample is not None:
+            on_sample(index, image, mask)
+        yield index, image
 
 
 def _sample_indices(dataset: Dataset, max_samples: int, rng: np.random.Generator) -> list[int]:
