@@ -54,7 +54,7 @@ def test_a_rising_val_dice_keeps_the_lr_of_reduce_on_plateau(tiny_config: dict, 
 def test_a_metric_scheduler_gets_the_direction_of_the_checkpoint_metric(metric: str, direction: str) -> None:
     config = {**TRAIN_CONFIG, "SCHEDULER": PLATEAU, "CHECKPOINT_METRIC": metric, "CHECKPOINT_MODE": None}
     if metric == "val_dice_shape":
-        config.update(TASK="multilabel", CHECKPOINT_METRIC="val_dice_shape")
+        config.update(TASK="multilabel", CLASSES=["shape", "edge"], CHECKPOINT_METRIC="val_dice_shape")
     assert build_scheduler(validate_config(config), optimizer(), 3).mode == direction
     # any scheduler whose step takes a value, not only torch's
     assert build_scheduler(validate_config({**config, "SCHEDULER": StepWithValue}), optimizer(), 3).mode == direction

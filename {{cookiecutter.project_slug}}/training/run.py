@@ -48,6 +48,9 @@ class Run:  # pylint: disable=too-many-public-methods
         hooks: what a caller that starts runs itself adds (a search), besides the extensions' hooks.
     """
 
+    best_value: float | None  # the best CHECKPOINT_METRIC so far, and its epoch (None: no epoch was best yet)
+    best_epoch: int | None
+
     def __init__(
         self,
         config: dict[str, Any],
@@ -91,8 +94,7 @@ class Run:  # pylint: disable=too-many-public-methods
             self.val_images, self.val_masks = self.to_device(*(t[:4] for t in next(iter(self.val_loader))))
         sanity_checks(config, self.raw_model, *self.sample_batch, self.loss_fn, self.metrics, self.device)
         check_validation_classes(config, self.val_loader, self.device)  # a checkpoint metric that is never defined
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
+        self.best_value = self.best_epoch = None
         self.hooks = [*extensions.make_hooks(config), *(hooks or [])] if self.rank == 0 else []
         if state is not None:
             checkpoint.restore(state, self)
