@@ -75,6 +75,10 @@ CASES = {
         ("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']", "--set", "IGNORE_INDEX=1"),
         ("IGNORE_INDEX 1 is the class 'b'",),
     ),
+    "batches of one": Case(
+        ("--set", "DATA_LOADER_CONFIG.batch_size=1", "--set", "MODEL_CONFIG.depth=3", "--set", "DATASET_CONFIG.size=8"),
+        ("sanity check 'batch of one'", "batch_size >= 2"),
+    ),
     "PATCH_FOREGROUND alone": Case(("--set", "PATCH_FOREGROUND=0.5"), ("PATCH_SIZE is None",)),
     "classes": Case(("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']"), ("out_channels=3",)),
     "mask values": Case(

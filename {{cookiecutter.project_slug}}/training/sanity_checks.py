@@ -3,6 +3,7 @@ TASK and CLASSES, the loss and metrics (finite, and given the task they are writ
 trip. A failed check is a SanityCheckError that names it: one line, before anything is trained.
 """
 
+import copy
 import io
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +12,9 @@ import torch
 from torch import nn
 
 from training.build import build_model
+
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class SanityCheckError(RuntimeError):
@@ -34,6 +38,7 @@ def sanity_checks(
         SanityCheckError: the first failed check, named, with what to set.
     """
     _check_bands(config, images)
+    _check_batch_of_one(model, images)
     was_training = model.training
     model.eval()
     try:
@@ -94,3 +99,20 @@ def _check_outputs(config: dict[str, Any], logits: torch.Tensor, targets: torch.
             f"sanity check 'output shape' failed: the model gives {tuple(logits.shape)} ([N, C, H, W]) for targets "
             f"of {tuple(targets.shape)}; a model must keep the height and width of its input"
         )
+
+
+def _check_batch_of_one(model: nn.Module, images: torch.Tensor) -> None:
+    """A first batch of one sample means batches of one throughout (batch_size 1, or one training sample a
+    process; a lone last batch after full ones is dropped, see training/data.py): BatchNorm then cannot train where
+    a feature map is 1x1. Tried in train mode on a copy, so that the model's statistics stay as they are."""
+    if images.shape[0] != 1 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+            copy.deepcopy(model).train()(images)
+    except ValueError as err:
+        raise SanityCheckError(
+            f"sanity check 'batch of one' failed for images of {tuple(images.shape)} ([N, C, H, W]): "
+            f"{str(err).strip().splitlines()[0]}; BatchNorm needs 2 or more samples a batch here: set "
+            "DATA_LOADER_CONFIG.batch_size >= 2 with more training samples, larger images, or a smaller MODEL_CONFIG.depth"
+        ) from None
