@@ -10,8 +10,10 @@ from torch.utils.data import TensorDataset
 
 from config.overrides import ROUTINES
 from config.paths import GlobalConfig
+from config.serialize import ConfigError
 from training.data import build_loaders, lone_last_batch
 from training.sanity_checks import SanityCheckError
+from utils.data.normalization import compute_statistics, normalize
 
 ROUTINE = importlib.import_module(f"training.{ROUTINES[0]}_training")
 # 8x8 images through a U-Net of depth 3 (divisor 8): the bottleneck is 1x1, where BatchNorm needs 2 samples.
@@ -66,3 +68,53 @@ def test_batches_of_one_throughout_are_refused_in_one_line_before_training(
     with pytest.raises(SanityCheckError, match=r"'batch of one' failed .* \(1, 1, 8, 8\) .*batch_size >= 2"):
         ROUTINE.train(tiny_config, global_config)
     assert not global_config.LOG_DIR.exists()
+
+
+@pytest.mark.parametrize(("samples", "world_size"), [((16, 0), 1), ((9, 1), 2), ((0, 4), 1)])
+def test_an_empty_validation_set_or_shard_is_refused_in_one_line(samples: tuple[int, int], world_size: int) -> None:
+    """An own dataset of no samples, or fewer validation samples than processes (a rank without a shard stopped at
+    its first batch with a StopIteration traceback, and the other rank with gloo's "Connection closed")."""
+    train, val = (TensorDataset(torch.zeros(n, 1, 8, 8), torch.zeros(n, 1, 8, 8)) for n in samples)
+    with pytest.raises(ConfigError, match=rf"has {samples[0]} sample\(s\) and the validation set {samples[1]};.*"
+                       rf"validation {world_size} \(one a process\)"):  # fmt: skip
+        build_loaders({"DATA_LOADER_CONFIG": {}}, (train, val), torch.device("cpu"), 1, 0, world_size)
+
+
+class Bands(torch.utils.data.Dataset):
+    """Images of 2 bands (``[2, 10, 10]``): band 0 random, band 1 as given."""
+
+    def __init__(self, second: list[torch.Tensor]) -> None:
+        self.second = second
+
+    def __len__(self) -> int:
+        return len(self.second)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.stack([torch.rand(10, 10, generator=torch.Generator().manual_seed(index)), self.second[index]])
+        return image, torch.zeros(1, 10, 10, dtype=torch.int64)
+
+
+def test_a_constant_band_is_shifted_not_divided_by_an_epsilon(caplog: pytest.LogCaptureFixture) -> None:
+    """Constant (0.5) in the training images, 0.51 at prediction: 0.01 after the shift, not 0.01 / 1e-6 = 10000."""
+    for method, shifted in (("meanstd", "mean"), ("percentile", "low")):
+        with caplog.at_level(logging.WARNING, logger="project"):
+            stats = compute_statistics(Bands([torch.full((10, 10), 0.5)] * 3), method)
+        assert stats[shifted][1] == pytest.approx(0.5)
+        assert f"NORMALIZATION '{method}': band 1 is constant (0.5) in the 3 training image(s) used" in caplog.text
+        assert "band 0" not in caplog.text
+        caplog.clear()
+        image = torch.stack([torch.full((4, 4), 0.5), torch.full((4, 4), 0.51)])
+        assert normalize(image, stats)[1].allclose(torch.full((4, 4), 0.01), atol=1e-6)
+
+
+def test_percentiles_of_zero_width_in_a_sparse_band_widen_to_its_range(caplog: pytest.LogCaptureFixture) -> None:
+    """A fluorescence-like band: 0 in over 99 % of the pixels, one at 0.8. p1 = p99 = 0, whose width 0 made 0.8
+    into 0.8 / 1e-6; now the band's minimum and maximum (0 and 0.8) are its range: 0.8 -> 1."""
+    sparse = torch.zeros(10, 10)
+    sparse[0, 0] = 0.8
+    with caplog.at_level(logging.WARNING, logger="project"):
+        stats = compute_statistics(Bands([sparse, torch.zeros(10, 10), torch.zeros(10, 10)]), "percentile")
+    assert stats["low"][1] == 0.0 and stats["high"][1] == pytest.approx(0.8)
+    assert "band 1 has its 1st and 99th percentiles at 0" in caplog.text and "0 to 0.8" in caplog.text
+    assert "constant" not in caplog.text
+    assert normalize(torch.stack([sparse, sparse]), stats)[1, 0, 0] == pytest.approx(1.0)

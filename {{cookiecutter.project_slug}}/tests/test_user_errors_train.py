@@ -206,6 +206,7 @@ def test_a_full_disk_while_saving_weights_keeps_the_last_checkpoint(global_confi
 TORCHRUN = {
     "resume: no such run": ((), ("--resume", "no_such_run"), ("no_such_run", "neither a checkpoint")),
     "LOG_DIR a file": ({"LOG_DIR": "{tmp}/file"}, (), ("LOG_DIR", "is a file, not a folder")),
+    "a validation sample for 2 processes": ({}, ("--set", "VAL_FRACTION=0.05"), ("validation set 1;", "validation 2")),
 }
 
 

@@ -107,6 +107,12 @@ def build_loaders(
     epoch, so every sample still trains; DATA_LOADER_CONFIG's own ``drop_last`` wins.
     """
     train_set, val_set = datasets
+    if len(train_set) == 0 or len(val_set) < world_size:  # a dataset of the user's own, or more processes than samples
+        raise ConfigError(
+            f"the training set has {len(train_set)} sample(s) and the validation set {len(val_set)}; training needs "
+            f"1 at least and validation {world_size} (one a process): give DATASET or VAL_DATASET more samples, or "
+            "raise VAL_FRACTION"
+        )
     kwargs = {"pin_memory": device.type == "cuda", "collate_fn": pad_collate(divisor), **config["DATA_LOADER_CONFIG"]}
     per_process, batch_size = -(-len(train_set) // world_size), kwargs.get("batch_size", 1)
     train_kwargs = {"drop_last": lone_last_batch(per_process, batch_size), **kwargs}
