@@ -13,7 +13,6 @@ from torch import nn
 
 from training.build import build_model
 
-
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
@@ -114,5 +113,6 @@ def _check_batch_of_one(model: nn.Module, images: torch.Tensor) -> None:
         raise SanityCheckError(
             f"sanity check 'batch of one' failed for images of {tuple(images.shape)} ([N, C, H, W]): "
             f"{str(err).strip().splitlines()[0]}; BatchNorm needs 2 or more samples a batch here: set "
-            "DATA_LOADER_CONFIG.batch_size >= 2 with more training samples, larger images, or a smaller MODEL_CONFIG.depth"
+            "DATA_LOADER_CONFIG.batch_size >= 2 with more training samples, larger images, or a smaller "
+            "MODEL_CONFIG.depth"
         ) from None

@@ -105,20 +105,24 @@ def compute_statistics(
         std = np.sqrt(moments[:, 2] / moments[:, 0])
         stats = {"method": method, "mean": moments[:, 1].tolist(), "std": std.tolist()}
     else:
-        stats = {"method": method, "low": [], "high": [], "percentiles": list(PERCENTILES)}
-        for band, values in enumerate(np.concatenate(band_values) for band_values in kept):
-            low, high = np.percentile(values, PERCENTILES).tolist()
-            if high - low < _FLOOR <= values.max() - values.min():  # over 98 % of the pixels hold one value
-                LOGGER.warning(
-                    "NORMALIZATION 'percentile': band %d has its 1st and 99th percentiles at %.6g (one value in over "
-                    "98 %% of its pixels): its range is taken from its minimum to its maximum, %.6g to %.6g",
-                    band, low, values.min(), values.max(),
-                )  # fmt: skip
-                low, high = float(values.min()), float(values.max())
-            stats["low"].append(low)
-            stats["high"].append(high)
+        ranges = [_percentile_range(band, np.concatenate(values)) for band, values in enumerate(kept)]
+        low, high = zip(*ranges, strict=True)
+        stats = {"method": method, "low": list(low), "high": list(high), "percentiles": list(PERCENTILES)}
     _warn_constant(stats, len(indices))
     return stats
+
+
+def _percentile_range(band: int, values: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles of ``values``; their minimum and maximum where those percentiles are equal."""
+    low, high = np.percentile(values, PERCENTILES).tolist()
+    if high - low < _FLOOR <= values.max() - values.min():  # over 98 % of the pixels hold one value
+        LOGGER.warning(
+            "NORMALIZATION 'percentile': band %d has its 1st and 99th percentiles at %.6g (one value in over "
+            "98 %% of its pixels): its range is taken from its minimum to its maximum, %.6g to %.6g",
+            band, low, values.min(), values.max(),
+        )  # fmt: skip
+        return float(values.min()), float(values.max())
+    return low, high
 
 
 def _warn_constant(stats: dict[str, Any], images: int) -> None:
