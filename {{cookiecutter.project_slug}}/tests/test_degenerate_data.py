@@ -118,3 +118,15 @@ def test_percentiles_of_zero_width_in_a_sparse_band_widen_to_its_range(caplog: p
     assert "band 1 has its 1st and 99th percentiles at 0" in caplog.text and "0 to 0.8" in caplog.text
     assert "constant" not in caplog.text
     assert normalize(torch.stack([sparse, sparse]), stats)[1, 0, 0] == pytest.approx(1.0)
+
+
+def test_drop_last_of_ones_own_never_drops_validation_samples_nor_leaves_no_batch() -> None:
+    """DATA_LOADER_CONFIG.drop_last=True dropped validation samples too (a metric over fewer samples than the
+    set), and with fewer samples than a batch left no batch at all (a StopIteration traceback)."""
+    data = TensorDataset(torch.zeros(10, 1, 8, 8), torch.zeros(10, 1, 8, 8))
+    config = {"DATA_LOADER_CONFIG": {"batch_size": 4, "drop_last": True}}
+    train, val = build_loaders(config, (data, data), torch.device("cpu"))
+    assert len(train) == 2 and sum(len(images) for images, _ in val) == 10
+    config["DATA_LOADER_CONFIG"]["batch_size"] = 16
+    with pytest.raises(ConfigError, match=r"DATA_LOADER_CONFIG=.*: 10 training sample\(s\) a process make no whole"):
+        build_loaders(config, (data, data), torch.device("cpu"))

@@ -104,7 +104,7 @@ def build_loaders(
 
     A last training batch of one sample is dropped (one line says so): BatchNorm cannot train on one value per
     channel, which a single sample gives wherever a feature map is 1x1. The shuffle puts another sample last each
-    epoch, so every sample still trains; DATA_LOADER_CONFIG's own ``drop_last`` wins.
+    epoch, so every sample still trains; DATA_LOADER_CONFIG's own ``drop_last`` wins (validation never drops).
     """
     train_set, val_set = datasets
     if len(train_set) == 0 or len(val_set) < world_size:  # a dataset of the user's own, or more processes than samples
@@ -128,7 +128,9 @@ def build_loaders(
             sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
             train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **train_kwargs)
             val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
-        return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
+        if len(train_loader) == 0:  # drop_last of the user's own, with fewer samples than a batch
+            raise ValueError(f"{per_process} training sample(s) a process make no whole batch: lower batch_size")
+        return train_loader, DataLoader(val_set, shuffle=False, **{**kwargs, "drop_last": False})  # every sample
     except (TypeError, ValueError) as err:
         raise ConfigError(f"DATA_LOADER_CONFIG={config['DATA_LOADER_CONFIG']!r}: {err}") from None
 
