@@ -1,6 +1,7 @@
 """Distributed data-parallel training for real: torchrun starts 2 gloo processes on the CPU (and Ignite its own)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from user_errors import write_images
 
 import train
 from config.overrides import ROUTINES
@@ -223,7 +225,45 @@ def test_an_error_on_one_rank_ends_every_rank_with_a_non_zero_exit(probe: Path, 
     assert result.returncode != 0
     assert "rank 1 fails" in result.stderr
     row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
-    assert row["status"] in ("failed", "interrupted") and row["world_size"] == 2  # rank 0 recorded the end
+    assert row["status"] == "failed" and row["world_size"] == 2  # rank 0 recorded the end, with rank 1's cause
+    assert row["error"] == "RuntimeError: rank 1 fails", row["error"]
+
+
+def test_a_data_error_on_one_rank_is_the_runs_cause_and_every_ranks_line(global_config: GlobalConfig) -> None:
+    """A truncated image that rank 1 alone meets in its shard, mid-epoch: rank 0 (ended by gloo or by torchrun's
+    SIGTERM) records the run failed with that file's line, and both ranks print it (exit 2 each)."""
+    folder = write_images(global_config.DATA_DIR / "set", 20, truncated=4)  # 4.png: in rank 1's first epoch
+    result = torchrun(
+        "train.py",
+        *("--set", "DEVICE=cpu", "--set", "MODEL_CONFIG.depth=2", "--set", "MODEL_CONFIG.base_channels=4"),
+        *("--set", "DATASET=utils.data.folder.SegmentationFolder", "--set", f"DATASET_CONFIG={{'root': '{folder}'}}"),
+        *("--set", "DATA_LOADER_CONFIG.batch_size=2", "--set", "NORMALIZATION=None", "--epochs", "1"),
+        timeout=180,
+    )
+    assert re.search(r"Root Cause.*?rank\s*: 1 ", result.stderr, re.DOTALL), result.stderr[-3000:]  # rank 1's
+    assert "exitcode  : 2" in result.stderr and "exitcode  : 143" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: cannot read image " + str(folder / "images" / "4.png") + ": image file is truncated"] * 2
+    assert "Connection closed" not in result.stderr, result.stderr[-3000:]
+    (row,) = pd.read_csv(global_config.LOG_DIR / "experiments.csv").itertuples()
+    assert row.status == "failed" and row.error == "DataError: " + errors[0].removeprefix("error: "), row
+
+
+@pytest.mark.parametrize("routine", ROUTINES)
+def test_every_rank_drops_its_last_batch_of_one(routine: str, global_config: GlobalConfig) -> None:
+    """10 training samples on 2 ranks, 5 each in batches of 4: each rank's batch of one sample (a 1x1 bottleneck,
+    where BatchNorm cannot train) is dropped, by the Run's sampler or by fastai's DistributedDL alike."""
+    result = torchrun(
+        "train.py",
+        *("--routine", routine, "--set", "DEVICE=cpu", "--set", "MODEL_CONFIG.base_channels=4", "--epochs", "1"),
+        *("--set", "MODEL_CONFIG.depth=3", "--set", "DATASET_CONFIG.size=8", "--set", "DATASET_CONFIG.n_samples=12"),
+        *("--set", "DATA_LOADER_CONFIG.batch_size=4"),
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("would hold 1 sample (5 a process, batch_size 4): dropped") == 1  # rank 0 says it
+    row = pd.read_csv(global_config.LOG_DIR / "experiments.csv").iloc[0]
+    assert row["status"] == "completed" and row["world_size"] == 2
 
 
 @pytest.mark.parametrize("routine", [routine for routine in ROUTINES if routine not in train.SPAWNING_ROUTINES])

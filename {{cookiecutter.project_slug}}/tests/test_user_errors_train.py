@@ -2,6 +2,7 @@
 traceback, and nothing already under LOG_DIR and WEIGHT_DIR changed or left ``running`` (a failure after the run's
 row exists leaves that run ``failed`` with the reason). Every case starts from a copy of one trained run."""
 
+import functools
 import resource
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from user_errors import (
     check_one_line,
     copy_run,
     experiment_rows,
+    script,
     snapshot,
     train_once,
     write_images,
@@ -92,6 +94,10 @@ CASES = {
     "IGNORE_INDEX a class": Case(
         ("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']", "--set", "IGNORE_INDEX=1"),
         ("IGNORE_INDEX 1 is the class 'b'",),
+    ),
+    "batches of one": Case(
+        ("--set", "DATA_LOADER_CONFIG.batch_size=1", "--set", "MODEL_CONFIG.depth=3", "--set", "DATASET_CONFIG.size=8"),
+        ("sanity check 'batch of one'", "batch_size >= 2"),
     ),
     "PATCH_FOREGROUND alone": Case(("--set", "PATCH_FOREGROUND=0.5"), ("PATCH_SIZE is None",)),
     "classes": Case(("--set", "TASK='multiclass'", "--set", "CLASSES=['a','b','c']"), ("out_channels=3",)),
@@ -171,10 +177,11 @@ def test_a_mistake_is_one_line_and_loses_nothing(
         held.release()
 
 
-def _files_stop_at_40_kib() -> None:
-    """In the child: a file cannot grow past 40 KiB (EFBIG), as on a full disk, rather than SIGXFSZ killing it."""
+def _files_stop_at(size: int) -> None:
+    """In the child: a file cannot grow past ``size`` bytes (EFBIG), as on a full disk, rather than SIGXFSZ killing
+    it (a real full disk needs a small file system of its own: mounting one needs root)."""
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (40 * 1024, 40 * 1024))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
 def test_a_disk_that_fills_up_is_one_line_and_leaves_the_run_failed(trained: Path, global_config: GlobalConfig) -> None:
@@ -188,15 +195,39 @@ def test_a_disk_that_fills_up_is_one_line_and_leaves_the_run_failed(trained: Pat
         text=True,
         timeout=300,
         check=False,
-        preexec_fn=_files_stop_at_40_kib,  # pylint: disable=subprocess-popen-preexec-fn  # no threads started yet
+        preexec_fn=functools.partial(_files_stop_at, 40 * 1024),  # pylint: disable=subprocess-popen-preexec-fn  # no threads started yet
     )
     check_one_line(result, 2, ("File too large", "free space"))
     check_nothing_lost(before, snapshot(*folders), global_config.LOG_DIR, True, ("File too large",))
 
 
+def test_a_full_disk_while_saving_weights_keeps_the_last_checkpoint(global_config: GlobalConfig) -> None:
+    """torch's zip writer reports a failed write as "RuntimeError ... unexpected pos": one line instead, naming the
+    file; the resumed run is failed, its epoch 1 checkpoints are whole and no temporary file is left."""
+    bigger = (*TINY, "--set", "MODEL_CONFIG.base_channels=16")  # checkpoints of 2 MiB; the logs stay under 1 MiB
+    assert script("train.py", *bigger).returncode == 0
+    (run_dir,) = global_config.WEIGHT_DIR.iterdir()
+    before = {path.name: path.read_bytes() for path in run_dir.iterdir()}
+    result = subprocess.run(
+        [sys.executable, "train.py", *bigger, "--epochs", "2", "--resume", "latest"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        preexec_fn=functools.partial(_files_stop_at, 1 << 20),  # pylint: disable=subprocess-popen-preexec-fn
+    )
+    check_one_line(result, 2, ("File too large", str(run_dir / "last.pt"), "free space"))
+    assert sorted(before) == ["best.pt", "last.pt"]
+    assert {path.name: path.read_bytes() for path in run_dir.iterdir()} == before
+    (row,) = experiment_rows(global_config.LOG_DIR)
+    assert row["status"] == "failed" and "File too large" in row["error"] and "last.pt" in row["error"], row
+
+
 TORCHRUN = {
     "resume: no such run": ((), ("--resume", "no_such_run"), ("no_such_run", "neither a checkpoint")),
     "LOG_DIR a file": ({"LOG_DIR": "{tmp}/file"}, (), ("LOG_DIR", "is a file, not a folder")),
+    "a validation sample for 2 processes": ({}, ("--set", "VAL_FRACTION=0.05"), ("validation set 1;", "validation 2")),
 }
 
 

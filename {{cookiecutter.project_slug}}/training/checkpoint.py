@@ -70,9 +70,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: Path) -> None:
-    """Write a checkpoint atomically: a process killed while saving leaves the previous file readable."""
-    with atomic_write(path, "wb") as file:
-        torch.save(checkpoint, file)
+    """Write a checkpoint atomically: a process killed while saving, or a full disk, leaves the previous file whole.
+
+    Raises:
+        OSError: naming ``path`` (a full disk: ENOSPC; a file size limit: EFBIG), also where torch's zip writer
+            hides it behind its own RuntimeError ("unexpected pos") as it closes the archive.
+    """
+    try:
+        with atomic_write(path, "wb") as file:
+            torch.save(checkpoint, file)
+    except (OSError, RuntimeError) as err:
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError) or cause.filename:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from err
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

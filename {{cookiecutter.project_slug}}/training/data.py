@@ -115,19 +115,45 @@ def build_loaders(
     images of any and mixed sizes train and validate whole. With several processes each loads its own shard, in
     batches of DATA_LOADER_CONFIG's batch_size (per process). Training shards are padded to equal length (DDP needs
     the same number of steps on every rank); validation shards are not, so that no sample counts twice.
+
+    A last training batch of one sample is dropped (one line says so): BatchNorm cannot train on one value per
+    channel, which a single sample gives wherever a feature map is 1x1. The shuffle puts another sample last each
+    epoch, so every sample still trains; DATA_LOADER_CONFIG's own ``drop_last`` wins (validation never drops).
     """
     train_set, val_set = datasets
+    if len(train_set) == 0 or len(val_set) < world_size:  # a dataset of the user's own, or more processes than samples
+        raise ConfigError(
+            f"the training set has {len(train_set)} sample(s) and the validation set {len(val_set)}; training needs "
+            f"1 at least and validation {world_size} (one a process): give DATASET or VAL_DATASET more samples, or "
+            "raise VAL_FRACTION"
+        )
     kwargs = {"pin_memory": device.type == "cuda", "collate_fn": pad_collate(divisor), **config["DATA_LOADER_CONFIG"]}
+    per_process, batch_size = -(-len(train_set) // world_size), kwargs.get("batch_size", 1)
+    train_kwargs = {"drop_last": lone_last_batch(per_process, batch_size), **kwargs}
+    if train_kwargs["drop_last"] and rank == 0 and "drop_last" not in kwargs:
+        LOGGER.info(
+            "the last training batch of each epoch would hold 1 sample (%d a process, batch_size %d): dropped, as "
+            "BatchNorm cannot train on one sample; the shuffle drops another one each epoch", per_process, batch_size,
+        )  # fmt: skip
     try:  # DataLoader checks its arguments (batch_size=0, num_workers=-1): the user's to fix
         if world_size == 1:
-            train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **kwargs)
+            train_loader = DataLoader(train_set, shuffle=True, generator=torch.Generator(), **train_kwargs)
         else:
             sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True)
-            train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **kwargs)
+            train_loader = DataLoader(train_set, sampler=sampler, generator=torch.Generator(), **train_kwargs)
             val_set = Subset(val_set, range(rank, len(val_set), world_size))  # type: ignore[arg-type]
-        return train_loader, DataLoader(val_set, shuffle=False, **kwargs)
+        if len(train_loader) == 0:  # drop_last of the user's own, with fewer samples than a batch
+            raise ValueError(f"{per_process} training sample(s) a process make no whole batch: lower batch_size")
+        return train_loader, DataLoader(val_set, shuffle=False, **{**kwargs, "drop_last": False})  # every sample
     except (TypeError, ValueError) as err:
         raise ConfigError(f"DATA_LOADER_CONFIG={config['DATA_LOADER_CONFIG']!r}: {err}") from None
+
+
+def lone_last_batch(per_process: int, batch_size: Any) -> bool:
+    """Whether a process's last training batch holds one sample after full ones. DistributedSampler gives every
+    process ceil(samples / processes) samples, so all processes drop it alike (DDP needs as many steps on each).
+    Batches of one throughout (batch_size 1, or one sample a process) leave nothing to drop: see sanity_checks."""
+    return isinstance(batch_size, int) and 2 <= batch_size < per_process and per_process % batch_size == 1
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -4,6 +4,8 @@ The helpers here do nothing in a single process, so that the Run and the routine
 """
 
 import gc
+import importlib
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +14,9 @@ import torch
 import torch.distributed as dist
 
 from config.serialize import ConfigError
+
+# The process group's store key under which the first rank to fail leaves its error for the others.
+FAILURE_KEY = "project/first_failure"
 
 
 def backend_for(device: torch.device) -> str:
@@ -114,3 +119,37 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     if dist.is_initialized():
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
+
+
+def failure_cause(error: BaseException) -> BaseException:
+    """The error that ends this rank's run: ``error``, or the error of another rank that failed first.
+
+    A rank that fails leaves its error's type and message in the process group's store before it exits; a rank
+    that the failure ends (gloo's "Connection closed by peer", or torchrun's SIGTERM: KeyboardInterrupt) finds it
+    there, so that the run is recorded failed with the real cause and every rank prints the same line. In a
+    single process, or when the store cannot be reached, ``error`` itself.
+    """
+    if not dist.is_initialized():
+        return error
+    try:
+        store = dist.distributed_c10d._get_default_store()  # pylint: disable=protected-access  # the group's own
+        own = "" if isinstance(error, KeyboardInterrupt) else json.dumps(
+            [type(error).__module__, type(error).__qualname__, " ".join(str(error).split())]
+        )  # fmt: skip
+        # Written only where no rank wrote first (compare_set with ""); read back whichever rank's it is.
+        first = store.compare_set(FAILURE_KEY, "", own).decode() if own else _read(store)
+    except (RuntimeError, ValueError):  # a store that has gone with rank 0 (Ignite's spawn): nothing to learn
+        return error
+    if not first or first == own:
+        return error
+    module, name, message = json.loads(first)
+    try:
+        kind = getattr(importlib.import_module(module), name)
+        return kind(message)
+    except (ImportError, AttributeError, TypeError):  # a class that cannot be rebuilt from its message alone
+        return RuntimeError(f"{name} on another process: {message}")
+
+
+def _read(store: Any) -> str:
+    """FAILURE_KEY's value in ``store`` ("" when no rank has failed), without waiting."""
+    return store.get(FAILURE_KEY).decode() if store.check([FAILURE_KEY]) else ""

@@ -243,14 +243,13 @@ class Run:  # pylint: disable=too-many-public-methods
         try:
             with self.signals.installed():
                 yield
-        except KeyboardInterrupt as interrupt:
-            self.finish("interrupted", interrupt)
-            raise
-        except StopRun as stop:
-            self.finish(stop.status, stop)
-            raise
-        except Exception as error:
-            self.finish("failed", error)
+        except (KeyboardInterrupt, Exception) as error:  # under torchrun, maybe the symptom of another rank's error
+            cause = error if isinstance(error, StopRun) else distributed.failure_cause(error)
+            status = cause.status if isinstance(cause, StopRun) else "failed"
+            with self.signals.ignored():  # torchrun's SIGTERM (as a rank failed) cannot cut the record short
+                self.finish("interrupted" if isinstance(cause, KeyboardInterrupt) else status, cause)
+            if cause is not error:
+                raise cause from error
             raise
 
     def finish(self, status: str = "completed", error: BaseException | None = None) -> RunResult:

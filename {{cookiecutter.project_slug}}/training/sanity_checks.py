@@ -5,6 +5,7 @@ targets: the class of CHECKPOINT_METRIC occurs (else the metric is never defined
 names the other classes that never occur (their columns are NaN, or 0 where the model predicts them).
 """
 
+import copy
 import functools
 import io
 from collections.abc import Callable, Iterable
@@ -18,6 +19,8 @@ from training import distributed
 from training.build import LOGGER, build_model
 from utils.losses import one_hot
 from utils.metric_sums import MetricSums
+
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class SanityCheckError(RuntimeError):
@@ -41,6 +44,7 @@ def sanity_checks(
         SanityCheckError: the first failed check, named, with what to set.
     """
     _check_bands(config, images)
+    _check_batch_of_one(model, images)
     was_training = model.training
     model.eval()
     try:
@@ -139,3 +143,21 @@ def check_validation_classes(
         ", ".join(absent),
     )
     return absent
+
+
+def _check_batch_of_one(model: nn.Module, images: torch.Tensor) -> None:
+    """A first batch of one sample means batches of one throughout (batch_size 1, or one training sample a
+    process; a lone last batch after full ones is dropped, see training/data.py): BatchNorm then cannot train where
+    a feature map is 1x1. Tried in train mode on a copy, so that the model's statistics stay as they are."""
+    if images.shape[0] != 1 or not any(isinstance(m, BATCH_NORMS) for m in model.modules()):
+        return
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[images.device] if images.device.type == "cuda" else []):
+            copy.deepcopy(model).train()(images)
+    except ValueError as err:
+        raise SanityCheckError(
+            f"sanity check 'batch of one' failed for images of {tuple(images.shape)} ([N, C, H, W]): "
+            f"{str(err).strip().splitlines()[0]}; BatchNorm needs 2 or more samples a batch here: set "
+            "DATA_LOADER_CONFIG.batch_size >= 2 with more training samples, larger images, or a smaller "
+            "MODEL_CONFIG.depth"
+        ) from None

@@ -60,3 +60,16 @@ class StopSignals:
         if self.pending:
             signum, self.pending = self.pending, 0
             raise Interrupted(signum)
+
+    @contextmanager
+    def ignored(self) -> Iterator[None]:
+        """Ignore SIGTERM inside the block (Ctrl-C still stops it): a run that ends writes its last record whole,
+        also when torchrun, as another process failed, stops this one."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)

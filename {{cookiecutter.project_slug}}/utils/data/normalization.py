@@ -10,11 +10,16 @@ training did.
 - "percentile": ``(x - p1) / (p99 - p1)`` per band, the 1st and 99th percentiles: Cellpose's default normalisation
   (``normalize99``; Stringer et al., "Cellpose: a generalist algorithm for cellular segmentation", Nature Methods
   18, 100-106, 2021), robust to a few saturated or dead pixels that would dominate min/max or inflate std.
+
+A range of zero width is never divided by an epsilon: a band whose 1st and 99th percentiles are equal (a sparse
+channel: most pixels 0) takes its minimum and maximum as its range instead; a band that is constant in the images
+used (std 0, or no range left) is only shifted, not scaled. Each is one warning line when the statistics are made.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,7 +34,8 @@ __all__ = ["METHODS", "PERCENTILES", "compute_statistics", "invalid_pixels", "no
 
 METHODS = ("meanstd", "percentile")
 PERCENTILES = (1.0, 99.0)
-_FLOOR = 1e-6  # a constant band (std 0, p1 == p99) is shifted, not blown up to inf
+_FLOOR = 1e-6  # a scale (std, p99 - p1) under this is no width: the band is shifted only (scale 1)
+LOGGER = logging.getLogger("project")
 # Percentiles need the values themselves; this many per band over all images bounds memory (2 MiB per band in
 # float64) while estimating the 1st/99th percentile to well under a grey level of a 12-bit image.
 _PERCENTILE_PIXELS = 1 << 18
@@ -108,13 +114,38 @@ def compute_statistics(
             "check NODATA and DATASET_CONFIG.channels"
         )
     if method == "meanstd":
-        return {
-            "method": method,
-            "mean": moments[:, 1].tolist(),
-            "std": np.sqrt(moments[:, 2] / moments[:, 0]).tolist(),
-        }
-    low, high = zip(*(np.percentile(np.concatenate(values), PERCENTILES).tolist() for values in kept), strict=True)
-    return {"method": method, "low": list(low), "high": list(high), "percentiles": list(PERCENTILES)}
+        std = np.sqrt(moments[:, 2] / moments[:, 0])
+        stats = {"method": method, "mean": moments[:, 1].tolist(), "std": std.tolist()}
+    else:
+        ranges = [_percentile_range(band, np.concatenate(values)) for band, values in enumerate(kept)]
+        low, high = zip(*ranges, strict=True)
+        stats = {"method": method, "low": list(low), "high": list(high), "percentiles": list(PERCENTILES)}
+    _warn_constant(stats, len(indices))
+    return stats
+
+
+def _percentile_range(band: int, values: np.ndarray) -> tuple[float, float]:
+    """The 1st and 99th percentiles of ``values``; their minimum and maximum where those percentiles are equal."""
+    low, high = np.percentile(values, PERCENTILES).tolist()
+    if high - low < _FLOOR <= values.max() - values.min():  # over 98 % of the pixels hold one value
+        LOGGER.warning(
+            "NORMALIZATION 'percentile': band %d has its 1st and 99th percentiles at %.6g (one value in over "
+            "98 %% of its pixels): its range is taken from its minimum to its maximum, %.6g to %.6g",
+            band, low, values.min(), values.max(),
+        )  # fmt: skip
+        return float(values.min()), float(values.max())
+    return low, high
+
+
+def _warn_constant(stats: dict[str, Any], images: int) -> None:
+    """One warning line per band of zero width in ``stats``: normalize only shifts it (no division by an epsilon)."""
+    for band, (shift, scale) in enumerate(zip(*_shift_and_scale(stats), strict=True)):
+        if scale < _FLOOR:
+            LOGGER.warning(
+                "NORMALIZATION %r: band %d is constant (%.6g) in the %d training image(s) used: it is shifted by that "
+                "value, not scaled (an alpha channel, an empty band? it tells the model nothing here)",
+                stats["method"], band, shift, images,
+            )  # fmt: skip
 
 
 def _read(dataset: Dataset, indices: list[int], on_sample: Callable | None) -> Iterator[tuple[int, Any]]:
@@ -161,18 +192,14 @@ def _merge(moments: np.ndarray, values: np.ndarray) -> np.ndarray:
 def normalize(image: torch.Tensor, stats: dict[str, Any] | None) -> torch.Tensor:
     """``image`` ``[C, H, W]`` or ``[N, C, H, W]`` normalised band by band with ``stats`` from compute_statistics.
 
-    Returns a new float32 tensor (meanstd: ``(x - mean) / max(std, 1e-6)``; percentile: ``(x - low) /
-    max(high - low, 1e-6)``, so the 1st-99th percentile range maps to 0..1); ``image`` itself when stats is None.
-    NaN stays NaN. Raises DataError when the image's band count differs from the statistics'.
+    Returns a new float32 tensor (meanstd: ``(x - mean) / std``; percentile: ``(x - low) / (high - low)``, so the
+    1st-99th percentile range maps to 0..1; a band whose std or range is under 1e-6 is shifted only, ``x - mean`` or
+    ``x - low``); ``image`` itself when stats is None. NaN stays NaN. Raises DataError when the image's band count
+    differs from the statistics'.
     """
     if stats is None:
         return image
-    if stats.get("method") == "meanstd":
-        shift, scale = stats["mean"], stats["std"]
-    elif stats.get("method") == "percentile":
-        shift, scale = stats["low"], [high - low for low, high in zip(stats["low"], stats["high"], strict=True)]
-    else:
-        raise ValueError(f"unknown normalisation statistics {stats!r}")
+    shift, scale = _shift_and_scale(stats)
     bands = image.shape[-3]
     if bands != len(shift):
         raise DataError(
@@ -181,5 +208,15 @@ def normalize(image: torch.Tensor, stats: dict[str, Any] | None) -> torch.Tensor
             "DATASET_CONFIG.channels changed"
         )
     shift_t = torch.tensor(shift, dtype=torch.float32, device=image.device).reshape(bands, 1, 1)
-    scale_t = torch.tensor(scale, dtype=torch.float32, device=image.device).reshape(bands, 1, 1).clamp(min=_FLOOR)
+    scale = [value if value >= _FLOOR else 1.0 for value in scale]  # a band of zero width: shifted only
+    scale_t = torch.tensor(scale, dtype=torch.float32, device=image.device).reshape(bands, 1, 1)
     return (image.to(torch.float32) - shift_t) / scale_t
+
+
+def _shift_and_scale(stats: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """Per band, what ``stats`` subtracts and what it divides by (before a zero width is replaced by 1)."""
+    if stats.get("method") == "meanstd":
+        return stats["mean"], stats["std"]
+    if stats.get("method") == "percentile":
+        return stats["low"], [high - low for low, high in zip(stats["low"], stats["high"], strict=True)]
+    raise ValueError(f"unknown normalisation statistics {stats!r}")
