@@ -30,6 +30,7 @@ from utils.data.normalization import compute_statistics
 
 MAX_SIDE = 512  # images with a side above this (or of several sizes) train on patches of at most this size
 DEEPEST = 8  # pixels that the U-Net's deepest level keeps at least, per side
+MIN_STEPS = 16  # optimizer steps an epoch that a suggested batch size leaves at least (the whole folder counted)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,8 +109,11 @@ def activation_bytes(config: dict[str, Any], bands: int, side: int) -> float:
     return sum(seen.values()) * side**2 / 64**2
 
 
-def suggest(config: dict[str, Any], fingerprint: Fingerprint, sizes: list, memory: float) -> dict[str, str]:
-    """Suggested settings (``KEY=VALUE`` for --set) with their reasons, from the figures of the training data."""
+def suggest(
+    config: dict[str, Any], fingerprint: Fingerprint, sizes: list, memory: float, images: int
+) -> dict[str, str]:
+    """Suggested settings (``KEY=VALUE`` for --set) with their reasons, from the figures of the training data
+    (``images``: how many the data set holds; ``sizes`` may be a sample of them)."""
     lines, short = {}, np.array([min(size) for size in sizes])
     patch = (
         2 ** int(math.log2(min(np.median(short), MAX_SIDE))) if len(set(sizes)) > 1 or short.max() > MAX_SIDE else None
@@ -147,9 +151,12 @@ def suggest(config: dict[str, Any], fingerprint: Fingerprint, sizes: list, memor
             f"rare: {rare} of the pixels; sqrt(inverse share), measured on a thin class: docs/data.md, 'Rare classes'"
         )
     per_sample = activation_bytes(config, bands, patch or int(max(max(s) for s in sizes)))
-    lines[f"DATA_LOADER_CONFIG.batch_size={2 ** int(math.log2(max(memory * 2**29 / per_sample, 1)))}"] = (
+    fits = 2 ** int(math.log2(max(memory * 2**29 / per_sample, 1)))
+    steps = 2 ** int(math.log2(max(images // MIN_STEPS, 2)))  # a batch of all the data would step once an epoch
+    lines[f"DATA_LOADER_CONFIG.batch_size={min(fits, steps)}"] = (
         f"rule: a power of two, batch x saved activations ({per_sample / 2**20:.1f} MiB per sample, measured) <= half "
-        f"of --memory {memory:g} GiB; the other half for gradients, weights, optimizer state, workspace"
+        f"of --memory {memory:g} GiB (up to {fits}; the other half for gradients, weights, optimizer state, "
+        f"workspace), and at most 1/{MIN_STEPS} of the {images} images (up to {steps}: {MIN_STEPS}+ steps an epoch)"
     )
     return lines
 
@@ -185,7 +192,7 @@ def report(args: argparse.Namespace) -> dict[str, str]:
         if config["VAL_DATASET"] is not None:
             datasets["VAL_DATASET"] = instantiate(config, "VAL_DATASET")
     described = [describe(name, dataset, config, args.max_images) for name, dataset in datasets.items()]
-    return suggest(config, *described[0], args.memory)
+    return suggest(config, *described[0], args.memory, len(next(iter(datasets.values()))))
 
 
 if __name__ == "__main__":
