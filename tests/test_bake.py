@@ -35,6 +35,7 @@ BASE_FILES = {
     "slurm/train.sbatch",
     "config/__init__.py",
     "config/checks.py",
+    "config/merge.py",
     "config/device.py",
     "config/overrides.py",
     "config/paths.py",
@@ -65,6 +66,7 @@ BASE_FILES = {
     "utils/data/__init__.py",
     "utils/data/fingerprint.py",
     "utils/data/folder.py",
+    "utils/data/system_files.py",
     "utils/data/images.py",
     "utils/data/normalization.py",
     "utils/data/samples.py",
@@ -75,6 +77,7 @@ BASE_FILES = {
     "utils/files.py",
     "utils/losses.py",
     "utils/metrics.py",
+    "utils/metric_sums.py",
     "utils/prediction.py",
     "utils/tiling.py",
     "utils/tracking/__init__.py",
@@ -118,6 +121,14 @@ BASE_FILES = {
     "tests/test_samples.py",
     "tests/test_targets.py",
     "tests/test_trained_model.py",
+    "tests/test_config_merge.py",
+    "tests/test_degenerate_data.py",
+    "tests/test_lossy_masks.py",
+    "tests/test_metric_runs.py",
+    "tests/test_metric_sums.py",
+    "tests/test_report_nan.py",
+    "tests/test_scheduler_metric.py",
+    "tests/test_system_files.py",
 }
 
 # Files that only a project with the option turned on has.

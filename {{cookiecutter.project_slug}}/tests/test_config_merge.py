@@ -1,5 +1,6 @@
 """A --config file's dicts merge key by key into config/train_config.py's, unless the file changes their class."""
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -7,12 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from config.overrides import load_config, resolve_config
+from config.overrides import ROUTINES, load_config, resolve_config
 from config.paths import GlobalConfig
 from config.train_config import TRAIN_CONFIG
 from models.unet import UNet
 from train import build_parser
-from training.pytorch_training import train
+
+# The project's first routine (any one does: the behaviour tested is the Run's, shared by all three).
+TRAIN = importlib.import_module(f"training.{ROUTINES[0]}_training").train
 
 
 def config_file(tmp_path: Path, body: str) -> str:
@@ -90,12 +93,12 @@ def test_config_json_and_the_start_line_give_the_merged_model(
     body = f'{{**{small!r}, "EPOCHS": 1, "MODEL_CONFIG": {{"base_channels": 4, "depth": 2}}}}'
     config, routine = resolve_config(build_parser().parse_args(["--config", config_file(tmp_path, body)]))
     with caplog.at_level(logging.INFO, logger="project"):
-        result = train(config, global_config)
+        result = TRAIN(config, global_config)
     assert routine and result.status == "completed"
     saved = json.loads((result.run_dir / "config.json").read_text(encoding="utf-8"))["config"]["MODEL_CONFIG"]
     expected = {**TRAIN_CONFIG["MODEL_CONFIG"], "base_channels": 4, "depth": 2}
     assert saved == {**expected, "activation": "torch.nn.modules.activation.ReLU"}
     count = sum(parameter.numel() for parameter in UNet(**expected).parameters())
     start = next(record.getMessage() for record in caplog.records if record.getMessage().startswith("run "))
-    assert f"(pytorch routine) on cpu, model UNet: {count:,} parameters: logs in " in start, start
+    assert f"({ROUTINES[0]} routine) on cpu, model UNet: {count:,} parameters: logs in " in start, start
     assert torch.load(result.weight_dir / "last.pt", weights_only=True)["config"]["MODEL_CONFIG"]["depth"] == 2

@@ -1,6 +1,7 @@
 """A scheduler stepped with a value (ReduceLROnPlateau) reads CHECKPOINT_METRIC in CHECKPOINT_MODE's direction."""
 
 import csv
+import importlib
 import logging
 from functools import partial
 
@@ -8,14 +9,17 @@ import pytest
 import torch
 
 from config.checks import reads_metric
+from config.overrides import ROUTINES
 from config.paths import GlobalConfig
 from config.schema import validate_config
 from config.serialize import ConfigError
 from config.train_config import TRAIN_CONFIG
 from training.build import build_scheduler, step_epoch_scheduler
-from training.pytorch_training import train
 
 PLATEAU = torch.optim.lr_scheduler.ReduceLROnPlateau
+
+# The project's first routine (any one does: the behaviour tested is the Run's, shared by all three).
+TRAIN = importlib.import_module(f"training.{ROUTINES[0]}_training").train
 
 
 class StepWithValue:
@@ -39,7 +43,7 @@ def test_a_rising_val_dice_keeps_the_lr_of_reduce_on_plateau(tiny_config: dict, 
     # rising val_dice for epochs that got worse and cut it after each one (0.01 -> 0.001 -> 0.0001).
     tiny_config.update(SCHEDULER=PLATEAU, SCHEDULER_CONFIG={"patience": 0}, EPOCHS=3)
     tiny_config["OPTIMIZER_CONFIG"]["lr"] = 0.01
-    result = train(tiny_config, global_config)
+    result = TRAIN(tiny_config, global_config)
     with (result.run_dir / "history.csv").open(newline="", encoding="utf-8") as file:
         rows = [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
     dice = [row["val_dice"] for row in rows]
