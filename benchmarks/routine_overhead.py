@@ -308,7 +308,7 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
     optimizer = config["OPTIMIZER"](model.parameters(), **config["OPTIMIZER_CONFIG"])
     scheduler = build_scheduler(config, optimizer, len(train_loader))  # its length follows EPOCHS, as in a run
     loss_fn = build_loss(config)  # LOSS with its task and LOSS_CONFIG, as every routine calls it
-    metrics = build_metrics(config)  # one scalar function per logged column
+    metrics = build_metrics(config)  # a MetricSums: the logged columns' sums and counts (utils/metric_sums.py)
     dtype = autocast_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
@@ -343,7 +343,8 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
         train_seconds += step_end - epoch_start
         train_cpu += step_cpu_end - epoch_cpu_start
         model.eval()
-        totals, count = dict.fromkeys(["loss", *metrics], 0.0), 0
+        loss_sum, count = 0.0, 0
+        metrics.reset()  # sums and counts of the defined values per (metric, class), as the routines keep them
         with torch.no_grad():
             for images, masks in val_loader:
                 images = images.to(device, non_blocking=True, memory_format=layout)
@@ -351,11 +352,10 @@ def bare_loop(config: dict[str, Any], torch_loader_defaults: bool = False) -> Me
                 with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     logits = model(images)
                 logits = logits.float()
-                totals["loss"] += loss_fn(logits, masks).item() * len(images)
-                for name, metric in metrics.items():
-                    totals[name] += metric(logits, masks).item() * len(images)
+                loss_sum += loss_fn(logits, masks).item() * len(images)
+                metrics.update(logits, masks)
                 count += len(images)
-        val = {name: value / count for name, value in totals.items()}
+        val = {"loss": loss_sum / count, **metrics.compute()}
         if scheduler is not None:
             scheduler.step()
         epoch_seconds.append(time.perf_counter() - epoch_start)

@@ -76,6 +76,8 @@ def normalization_statistics(
     pixels of its samples (``encoder`` encodes the masks) and warns of a rare class trained without a remedy."""
     if source is not None:
         return source.get("normalization")
+    if config["NORMALIZATION"] is None:  # no pass, so no class counts (never a pass of their own: data_report.py)
+        return None
 
     def compute() -> Any:  # rank 0 reads the samples and sends the figures: files read once, normalised alike
         counts = ClassCounts(encoder, train_set)
