@@ -4,7 +4,6 @@ Every routine builds through these functions, so that the same config gives the 
 """
 
 import functools
-import inspect
 import logging
 import math
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from config.checks import checkpoint_direction, reads_metric, signature_problem
 from config.serialize import ConfigError
 from utils.data.images import DataError
 from utils.metric_sums import MetricSums
+from utils.metrics import with_task
 
 LOGGER = logging.getLogger("project")
 # The argument that sets a schedule's length in epochs, for torch's schedulers that have one. Left out of
@@ -129,15 +129,6 @@ def step_epoch_scheduler(scheduler: Any, val: dict[str, float], metric: str) -> 
         scheduler.step(val[metric])
     else:
         LOGGER.info("%s is %s this epoch: %s not stepped", metric, val[metric], type(scheduler).__name__)
-
-
-def with_task(function: Callable, task: str) -> Callable:
-    """``function`` with ``task=`` bound when it takes one (the project's losses and metrics do), else as it is."""
-    try:
-        takes_task = "task" in inspect.signature(function).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        takes_task = False
-    return functools.partial(function, task=task) if takes_task else function
 
 
 def build_loss(config: dict[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
