@@ -11,8 +11,11 @@ DEMO_DIR := build/segmentation_project
 
 # One source of pins: the generated project's constraints for what both use, the template's own for the rest.
 CONSTRAINTS := -c '$(PROJECT_DIR)/constraints.txt' -c constraints-template.txt
+# The generated project's installer: uv with pip's configuration, else pip (INSTALLER=pip: pip outright).
+INSTALLER ?= auto
+INSTALL := $(PROJECT_DIR)/tools/install.py
 
-# pip runs again only when one of these files changed since the last successful install.
+# The install runs again only when one of these files changed since the last successful one.
 STAMP := $(VENV)/.installed
 
 # Prints the last runs of experiments.csv: who, how long, and the best metrics.
@@ -23,16 +26,16 @@ SHOW_EXPERIMENTS := import pandas as pd; \
     print(df[cols].tail(5).to_string(index=False))
 
 .DEFAULT_GOAL := help
-.PHONY: help env demo test lint docs bench bench-data bench-thin bench-predict clean
+.PHONY: help env demo test lint pins docs bench bench-data bench-thin bench-predict clean
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
 
 env: $(STAMP) ## Create .venv with the template's tools and the project's packages (pinned)
 
-$(STAMP): requirements-template.txt constraints-template.txt $(PROJECT_DIR)/constraints.txt
+$(STAMP): requirements-template.txt constraints-template.txt $(PROJECT_DIR)/constraints.txt $(INSTALL)
 	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -r requirements-template.txt $(CONSTRAINTS)
+	$(PYTHON) '$(INSTALL)' $(VENV) --installer $(INSTALLER) -r requirements-template.txt $(CONSTRAINTS)
 	touch $@
 
 demo: env ## Bake the default project into build/, train it on synthetic data, print the experiments table
@@ -44,9 +47,12 @@ demo: env ## Bake the default project into build/, train it on synthetic data, p
 test: env ## Test the template: bake every option combination, lint, run the baked projects' tests
 	$(PYTHON) -m pytest tests $(ARGS)
 
-lint: env ## Lint the hooks, tests, benchmarks and docs hook with ruff
-	$(VENV)/bin/ruff check hooks tests benchmarks docs/hooks.py
-	$(VENV)/bin/ruff format --check hooks tests benchmarks docs/hooks.py
+lint: env ## Lint the hooks, tests, benchmarks, scripts and docs hook with ruff
+	$(VENV)/bin/ruff check hooks tests benchmarks scripts docs/hooks.py
+	$(VENV)/bin/ruff format --check hooks tests benchmarks scripts docs/hooks.py
+
+pins: env ## Resolve both constraint files again with uv, keeping every pin (ARGS='-P ruff': ruff newer; '--upgrade')
+	$(PYTHON) scripts/update_pins.py $(ARGS)
 
 docs: env ## Build the template's documentation into build/site (strict: warnings fail)
 	$(VENV)/bin/mkdocs build --strict

@@ -27,7 +27,6 @@ BASE_FILES = {
     "README.md",
     "constraints.txt",
     "data/.gitkeep",
-    "dev.yml",
     "environment.yml",
     "pyproject.toml",
     "requirements-dev.txt",
@@ -90,6 +89,9 @@ BASE_FILES = {
     "utils/tracking/report_table.py",
     "notebooks/explore_runs.ipynb",
     "tests/conftest.py",
+    "tests/test_install.py",
+    "tools/__init__.py",
+    "tools/install.py",
     "tests/test_config.py",
     "tests/test_data_report.py",
     "tests/test_saved_configs.py",
@@ -292,9 +294,8 @@ def test_answers_are_rendered(cookies):
     readme = (project / "README.md").read_text(encoding="utf-8")
     assert readme.startswith(f"# {answers['project_name']}\n")
     assert answers["author_name"] in (project / "LICENSE").read_text(encoding="utf-8")
-    for conda_file in ("environment.yml", "dev.yml"):
-        env = yaml.safe_load((project / conda_file).read_text(encoding="utf-8"))
-        assert "python=3.12" in env["dependencies"]
+    env = yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))
+    assert "python=3.12" in env["dependencies"]
 
 
 def test_proprietary_license_metadata(cookies):
@@ -332,13 +333,8 @@ def test_every_requirement_is_pinned(cookies, answers):
     assert wanted <= pinned_names(project / "constraints.txt")
     assert "torch==2.13.0" in (project / "constraints.txt").read_text(encoding="utf-8").splitlines()
 
-    # The conda files take the same pip files, so they cannot drift from them.
-    assert yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))["dependencies"][-1] == {
-        "pip": ["-c constraints.txt", "-r requirements.txt"]
-    }
-    assert yaml.safe_load((project / "dev.yml").read_text(encoding="utf-8"))["dependencies"][-1] == {
-        "pip": ["-c constraints.txt", "-r requirements-dev.txt"]
-    }
+    # The installer too is pinned (tools/install.py puts the constraints' uv into the venv).
+    assert "uv" in pinned_names(project / "constraints.txt")
 
 
 def test_template_requirements_are_pinned():
@@ -380,7 +376,7 @@ def test_makefile_targets(cookies):
 
     dry_run = run(["make", "-n", "env-dev"], cwd=project, timeout=60).stdout
     assert "-m venv .venv" in dry_run
-    assert "pip install -r requirements-dev.txt -c constraints.txt" in dry_run
+    assert "tools/install.py .venv --installer auto -c constraints.txt -r requirements-dev.txt" in dry_run
 
     dry_run = run(["make", "-n", "train", "PYTHON=python", "ARGS=--set EPOCHS=1"], cwd=project, timeout=60).stdout
     assert "python train.py --set EPOCHS=1" in dry_run
@@ -512,8 +508,7 @@ def test_any_unicode_answer_keeps_every_rendered_format_valid(cookies):
     meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert meta["description"] == answers["description"]
     assert meta["authors"][0]["name"] == answers["author_name"]
-    for conda_file in ("environment.yml", "dev.yml"):
-        yaml.safe_load((project / conda_file).read_text(encoding="utf-8"))
+    yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))
     for path in project.rglob("*.py"):
         compile(path.read_text(encoding="utf-8"), str(path), "exec")
     assert (project / "README.md").read_text(encoding="utf-8").startswith(f"# {answers['project_name']}\n")

@@ -1,8 +1,10 @@
-"""The generated project's environments: pip by default, conda on request, one set of pins for both.
+"""The generated project's environments: a venv by default, conda on request, one installer and one set of pins.
 
 No conda channel is reachable where these tests run, so a real conda environment is never created here: the conda
 path is checked with make itself (`make -n` prints the commands it would run; a real `make` run without conda on
-the PATH gives the one-line error) and by comparing the conda files with the pip files for every combination.
+the PATH gives the one-line error) and by reading environment.yml for every combination. The installer itself
+(uv with pip's configuration, pip where uv cannot be had) is tested in the project, tests/test_install.py; a real
+install of the whole pinned set runs in test_new_user.py.
 """
 
 import os
@@ -24,7 +26,7 @@ OPTIONAL_PACKAGES = {
     "use_hyperparameter_search": {"optuna"},
     "use_mlflow": {"mlflow"},
 }
-CONDA_FILES = {"environment.yml": "requirements.txt", "dev.yml": "requirements-dev.txt"}
+REQUIREMENTS = {"env": "requirements.txt", "env-dev": "requirements-dev.txt"}
 
 
 def make(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -42,18 +44,33 @@ def without_conda() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("answers", SUPPORTED_COMBINATIONS, ids=combination_id)
-def test_conda_files_and_pip_files_agree(cookies, answers):
-    """One source of truth: the conda files bring Python and pip only, then install exactly the pip files."""
+def test_conda_brings_python_and_pip_only(cookies, answers):
+    """One source of truth: conda brings the project's Python and pip; the packages come from the pip files."""
     project = bake_ok(cookies, answers)
     python = answers.get("python_version", "3.11")
-    for conda_file, requirements in CONDA_FILES.items():
-        env = yaml.safe_load((project / conda_file).read_text(encoding="utf-8"))
-        assert env["channels"] == ["conda-forge"]
-        # No version of their own that could drift: python (the project's) and pip, the rest through pip.
-        assert env["dependencies"] == [f"python={python}", "pip", {"pip": ["-c constraints.txt", f"-r {requirements}"]}]
+    env = yaml.safe_load((project / "environment.yml").read_text(encoding="utf-8"))
+    assert env["channels"] == ["conda-forge"]
+    assert env["dependencies"] == [f"python={python}", "pip"]  # no version of their own that could drift
     meta = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert meta["requires-python"] == f">={python}"
     assert f"python{python} " in (project / "Makefile").read_text(encoding="utf-8")  # the venv's interpreter
+
+
+def test_venv_commands(cookies):
+    """What `make env` and `make env-dev` run: a venv with the project's Python, then tools/install.py."""
+    project = bake_ok(cookies, {})
+    for target, requirements in REQUIREMENTS.items():
+        dry_run = make(project, "-n", target).stdout.splitlines()
+        assert dry_run[0].endswith(" -m venv .venv")  # python3.11, or python3 where there is none
+        assert dry_run[1] == (
+            f".venv/bin/python tools/install.py .venv --installer auto -c constraints.txt -r {requirements}"
+        )
+        assert "Activate it with: source .venv/bin/activate" in dry_run[-1]
+    assert "--installer pip " in make(project, "-n", "INSTALLER=pip", "env").stdout
+    proc = make(project, "INSTALLER=conda", "env")  # refused before anything is made
+    assert proc.returncode != 0
+    assert "INSTALLER must be auto, uv or pip, got 'conda'" in proc.stderr
+    assert not (project / ".venv").exists()
 
 
 @pytest.mark.parametrize("answers", SUPPORTED_COMBINATIONS, ids=combination_id)
@@ -87,12 +104,13 @@ def test_conda_without_conda_says_so_in_one_line(cookies):
 def test_conda_commands(cookies):
     """What `make ENV_MANAGER=conda env-dev` runs, shown by make -n; then the up-to-date and update cases."""
     project = bake_ok(cookies, {})
-    for target, conda_file in (("env", "environment.yml"), ("env-dev", "dev.yml")):
+    for target, requirements in REQUIREMENTS.items():
         dry_run = make(project, "-n", "ENV_MANAGER=conda", target, env=without_conda()).stdout  # mamba would be used
-        assert f"conda env create -p .venv -f {conda_file}\n" in dry_run
-        assert "pip install" not in dry_run  # pip runs inside conda, from the file's pip section
+        assert "conda env create -p .venv -f environment.yml\n" in dry_run
+        assert f".venv/bin/python tools/install.py .venv --installer auto -c constraints.txt -r {requirements}\n" in (
+            dry_run
+        )
         assert "Activate it with: conda activate ./.venv" in dry_run
-    assert "Activate it with: source .venv/bin/activate" in make(project, "-n", "env-dev").stdout
 
     # A conda environment already there and up to date: make does nothing, and needs no conda to say so.
     (project / ".venv" / "conda-meta").mkdir(parents=True)
@@ -103,11 +121,15 @@ def test_conda_commands(cookies):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "Ready. Activate it with: conda activate ./.venv"
 
-    # A changed pin updates the environment in place, dropping what the files no longer list.
+    # A changed pin installs again into the same environment; a changed environment.yml updates it first.
     for stamp in stamps:
         os.utime(stamp, (0, 0))
     dry_run = make(project, "-n", "ENV_MANAGER=conda", "env-dev", env=without_conda()).stdout
-    assert "conda env update --prune -p .venv -f dev.yml" in dry_run
+    assert "conda env" not in dry_run
+    assert "tools/install.py .venv --installer auto -c constraints.txt -r requirements-dev.txt" in dry_run
+    os.utime(project / ".venv" / "conda-meta", (0, 0))
+    dry_run = make(project, "-n", "ENV_MANAGER=conda", "env-dev", env=without_conda()).stdout
+    assert "conda env update --prune -p .venv -f environment.yml" in dry_run
 
     # A pip venv in the way is refused, not overwritten (CONDA=true: a conda that is there, so the next check runs).
     (project / ".venv" / "conda-meta").rmdir()

@@ -1,7 +1,7 @@
 """Follow a new user from a fresh machine: bake, `make env-dev`, `make train`, `make test`, `make lint`.
 
 Everything goes through the project's Makefile alone, in the venv it creates. Slow (minutes): the venv is created
-from scratch and pip really installs the pinned packages.
+from scratch and uv (tools/install.py) really installs the pinned packages.
 """
 
 import sys
@@ -21,15 +21,19 @@ def test_new_user(tmp_path):
     project = tmp_path / "segmentation_project"
     env = clean_env()  # nothing of this venv: the project's Makefile must build its own
 
-    run(["make", "env-dev"], cwd=project, timeout=1800, env=env)
+    start = time.monotonic()
+    first = run(["make", "env-dev"], cwd=project, timeout=1800, env=env)
+    print(f"make env-dev: {time.monotonic() - start:.1f} s")
     python = project / ".venv" / "bin" / "python"
     assert python.is_file()
+    assert "installing with pip instead" not in first.stderr  # uv did it, from pip's configuration
+    assert (project / ".venv" / "bin" / "uv").is_file()
 
-    # Installed again with nothing changed: make finds the venv up to date and pip does not run.
+    # Installed again with nothing changed: make finds the venv up to date and no installer runs.
     start = time.monotonic()
     again = run(["make", "env-dev"], cwd=project, timeout=120, env=env)
     assert time.monotonic() - start < 10
-    assert "pip install" not in again.stdout
+    assert "tools/install.py" not in again.stdout
     assert "source .venv/bin/activate" in again.stdout
 
     # The venv is complete (pip finds no broken or missing dependency) and every package in it is one that
