@@ -176,4 +176,7 @@ def test_uv_environment_maps_pips_options():
     # The user's UV_CONSTRAINT replaces pip's configured constraints, never the project's.
     env = uv_environment(settings, ["constraints.txt"], {"UV_CONSTRAINT": "/mine.txt"})
     assert env["UV_CONSTRAINT"] == "constraints.txt /mine.txt"
+    # uv's older name of a setting counts as the user's own setting too.
+    env = uv_environment(settings, [], {"UV_EXTRA_INDEX_URL": "https://mine/simple"})
+    assert "UV_INDEX" not in env and env["UV_DEFAULT_INDEX"] == "https://mirror/simple"
     assert set(PIP_TO_UV) >= {"index-url", "extra-index-url", "find-links", "cert", "timeout"}

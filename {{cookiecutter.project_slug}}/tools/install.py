@@ -39,6 +39,8 @@ PIP_TO_UV = {
     "no-cache-dir": ("UV_NO_CACHE", None),
 }
 FLAGS = ("no-index", "no-cache-dir")  # on or off; off sets nothing
+# uv's older names for the same settings: a user who set one of them has set the newer one too.
+OLDER_NAMES = {"UV_DEFAULT_INDEX": "UV_INDEX_URL", "UV_INDEX": "UV_EXTRA_INDEX_URL"}
 # pip's own order: a PIP_* variable beats the [install] section, which beats [global] (pip's docs, "Configuration").
 SECTIONS = (":env:", "install", "global")
 
@@ -70,6 +72,8 @@ def uv_environment(settings: dict[str, list[str]], constraints: list[str], envir
         if option not in PIP_TO_UV or not values:
             continue
         name, separator = PIP_TO_UV[option]
+        if OLDER_NAMES.get(name) in environ:
+            continue
         if option in FLAGS:
             if values[-1].lower() in ("1", "true", "yes", "on"):
                 env.setdefault(name, "1")
