@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.install import PIP_TO_UV, pip_settings, uv_environment
+from tools.install import NOT_PASSED, PIP_TO_UV, pip_settings, uv_arguments, uv_version
 
 pytestmark = pytest.mark.slow  # each test makes a venv and installs into it: seconds, not milliseconds
 
@@ -105,10 +105,11 @@ def test_uv_honours_pip_configuration(tmp_path, sources):
 
     # The user's own UV_* setting wins over what the installer would set: uv's default strategy fails on `later`.
     proc = install(sys.executable, tmp_path / "venv2", {**env, "UV_INDEX_STRATEGY": "first-index"})
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "but not at the requested version" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: uv failed (exit {proc.returncode}, above); to install with pip: make env INSTALLER=pip"
+        "error: uv failed (exit 1; its reason is above): fix what it names; where pip reads a setting that uv does "
+        "not, INSTALLER=pip in make installs the same files with pip"
     )
 
 
@@ -125,8 +126,8 @@ def test_pip_takes_over_where_uv_cannot_be_had(tmp_path, sources):
     proc = install(str(base_python), venv, env, "--installer", "uv")  # uv or nothing
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: uv could not be installed (ERROR: No matching distribution found for uv): fix that, or pass "
-        "--installer pip"
+        "error: uv could not be installed (ERROR: No matching distribution found for uv): fix that, or install with "
+        "pip (INSTALLER=pip in make)"
     ]
 
     proc = install(str(base_python), venv, env)
@@ -156,27 +157,51 @@ def test_pip_settings_follow_pips_precedence(tmp_path):
         assert pip_settings(python)["find-links"] == ["/e1", "/e2"]
 
 
-def test_uv_environment_maps_pips_options():
+def test_uv_arguments_map_pips_options():
     settings = {
         "index-url": ["https://mirror/simple"],
         "extra-index-url": ["file:///a", "file:///b"],
         "find-links": ["/w1", "/w2"],
         "constraint": ["/etc/cap.txt"],
         "default-timeout": ["180"],
-        "no-index": ["false"],
+        "pre": ["false"],
+        "no-index": ["true"],
+        "proxy": ["http://proxy:3128"],
+        "only-binary": [":all:"],
     }
-    env = uv_environment(settings, ["constraints.txt"], {"UV_HTTP_TIMEOUT": "30"})
+    args, env, left_out = uv_arguments(
+        settings, ["constraints.txt"], {"UV_HTTP_TIMEOUT": "30", "UV_INDEX_STRATEGY": ""}
+    )
     assert env["UV_DEFAULT_INDEX"] == "https://mirror/simple"
     assert env["UV_INDEX"] == "file:///a file:///b"  # uv's separators: spaces here, commas for find-links
     assert env["UV_FIND_LINKS"] == "/w1,/w2"
-    assert env["UV_CONSTRAINT"] == "constraints.txt /etc/cap.txt"  # the project's pins and pip's configured ones
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy:3128"
     assert env["UV_HTTP_TIMEOUT"] == "30"  # the user's own setting wins
-    assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"
-    assert "UV_NO_INDEX" not in env  # a false flag sets nothing
+    assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"  # an empty variable is no setting
+    assert "UV_PRERELEASE" not in env  # a flag that is off sets nothing
+    # The project's pins and pip's configured ones, on the command line; no-index has no uv variable.
+    assert args == ["-c", "constraints.txt", "-c", "/etc/cap.txt", "--no-index"]
+    assert left_out == ["only-binary"]  # named in a note, not dropped unsaid
     # The user's UV_CONSTRAINT replaces pip's configured constraints, never the project's.
-    env = uv_environment(settings, ["constraints.txt"], {"UV_CONSTRAINT": "/mine.txt"})
-    assert env["UV_CONSTRAINT"] == "constraints.txt /mine.txt"
+    args, env, _ = uv_arguments(settings, ["constraints.txt"], {"UV_CONSTRAINT": "/mine.txt /more.txt"})
+    assert args[:6] == ["-c", "constraints.txt", "-c", "/mine.txt", "-c", "/more.txt"]
+    assert "UV_CONSTRAINT" not in env
     # uv's older name of a setting counts as the user's own setting too.
-    env = uv_environment(settings, [], {"UV_EXTRA_INDEX_URL": "https://mine/simple"})
+    _, env, _ = uv_arguments(settings, [], {"UV_EXTRA_INDEX_URL": "https://mine/simple"})
     assert "UV_INDEX" not in env and env["UV_DEFAULT_INDEX"] == "https://mirror/simple"
-    assert set(PIP_TO_UV) >= {"index-url", "extra-index-url", "find-links", "cert", "timeout"}
+    assert set(PIP_TO_UV).isdisjoint(NOT_PASSED)
+
+
+def test_only_a_uv_that_runs_and_says_its_version(tmp_path):
+    """A uv is taken at its word (`uv --version`), so an old one on the PATH is not used for the pinned one."""
+    old = tmp_path / "old" / "uv"
+    old.parent.mkdir()
+    old.write_text("#!/bin/sh\necho 'uv 0.4.0 (1234 2024-08-20)'\n", encoding="utf-8")
+    stray = tmp_path / "stray" / "uv"
+    stray.parent.mkdir()
+    stray.write_bytes(b"\x7fELF not a program for this machine")
+    for path in (old, stray):
+        path.chmod(0o755)
+    assert uv_version(old) == "0.4.0"
+    assert uv_version(stray) is None
+    assert uv_version(tmp_path / "missing") is None
