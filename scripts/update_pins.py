@@ -78,15 +78,15 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 where a file would change")
     args, extra = parser.parse_known_args()  # the rest goes to uv pip compile: -P NAME, --upgrade, ...
     installer = _load_installer()
-    env = installer.uv_environment(installer.pip_settings(Path(sys.executable)), [], dict(os.environ))
+    # pip's configuration as uv's: variables, and its constraint files (and no-index) as arguments
+    configured, env, _ = installer.uv_arguments(installer.pip_settings(Path(sys.executable)), [], dict(os.environ))
     text = REQUIREMENTS.read_text(encoding="utf-8")
     project_part = text[text.index("# The generated project's requirements") :]
-    project = compile_pins(project_part + "uv\n", PROJECT_PINS, extra, env)
+    project = compile_pins(project_part + "uv\n", PROJECT_PINS, [*configured, *extra], env)
     with tempfile.TemporaryDirectory() as folder:
         held = Path(folder) / "project.txt"  # the project's new pins, held while the template's tools resolve
         held.write_text("".join(f"{p}\n" for p in project), encoding="utf-8")
-        env_held = {**env, "UV_CONSTRAINT": f"{held} {env.get('UV_CONSTRAINT', '')}".strip()}
-        template = compile_pins(text, TEMPLATE_PINS, extra, env_held)
+        template = compile_pins(text, TEMPLATE_PINS, ["-c", str(held), *configured, *extra], env)
     pinned = {name(pin) for pin in project}
     template = [pin for pin in template if name(pin) not in pinned]
     changed = 0

@@ -114,13 +114,23 @@ def test_a_search_of_four_trials_leaves_four_runs_a_table_a_best_config_and_plot
     assert (out_dir / "importance.png").is_file() == (len(completed) >= 2)
 
 
+def _running_runs(experiments: Path) -> list[str]:
+    """The run names whose row in experiments.csv says ``running`` (none while the file is missing or mid-write)."""
+    try:
+        runs = pd.read_csv(experiments)
+    except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError):
+        return []
+    return list(runs.loc[runs["status"] == "running", "run_name"])
+
+
 def _wait_for_running_trials(log_dir: Path, process: subprocess.Popen, count: int, timeout: float = 180) -> None:
-    """Wait until ``count`` trials run at the same time and one of them has recorded an epoch."""
+    """Wait until ``count`` trials run at the same time (their rows say ``running``: a trial that finished before the
+    other started does not count) and one of them has recorded an epoch."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()
-        histories = list(log_dir.glob("*/history.csv"))
-        if len(list(log_dir.glob("*/config.json"))) >= count and histories:
+        running = _running_runs(log_dir / "experiments.csv")
+        if len(running) >= count and any((log_dir / name / "history.csv").is_file() for name in running):
             return
         time.sleep(0.05)
     raise TimeoutError("the trials did not start in time")
@@ -131,6 +141,10 @@ def test_a_stopped_parallel_search_continues_where_it_stopped(
     global_config: GlobalConfig, files: dict[str, str], capsys: pytest.CaptureFixture
 ) -> None:
     routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]  # the quickest to start
+    # 4 epochs, not 2: the trial that has recorded its first epoch is still running when the signal lands.
+    config = Path(files["config"])
+    config.write_text(config.read_text(encoding="utf-8").replace("EPOCHS=2,", "EPOCHS=4,"), encoding="utf-8")
+    assert "EPOCHS=4," in config.read_text(encoding="utf-8")
     process = subprocess.Popen(  # pylint: disable=consider-using-with  # waited for below
         [sys.executable, "hyperparameter.py", *search_args(files, routine, "stopped", "--jobs", "2")],
         cwd=Path(hyperparameter.__file__).parent,

@@ -102,6 +102,7 @@ def test_uv_honours_pip_configuration(tmp_path, sources):
     assert "pip instead" not in proc.stderr and f"environment at: {venv}" in proc.stderr  # uv did it
     assert installed(venv, "probe") == "1.0+local\n"
     assert installed(venv, "later") == "2.0\n"
+    assert list(venv.glob("lib/python*/site-packages/__pycache__/probe.*.pyc")), "compiled at install, as pip does"
 
     # The user's own UV_* setting wins over what the installer would set: uv's default strategy fails on `later`.
     proc = install(sys.executable, tmp_path / "venv2", {**env, "UV_INDEX_STRATEGY": "first-index"})
@@ -178,6 +179,7 @@ def test_uv_arguments_map_pips_options():
     assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://proxy:3128"
     assert env["UV_HTTP_TIMEOUT"] == "30"  # the user's own setting wins
     assert env["UV_INDEX_STRATEGY"] == "unsafe-best-match"  # an empty variable is no setting
+    assert env["UV_COMPILE_BYTECODE"] == "1"  # as pip does
     assert "UV_PRERELEASE" not in env  # a flag that is off sets nothing
     # The project's pins and pip's configured ones, on the command line; no-index has no uv variable.
     assert args == ["-c", "constraints.txt", "-c", "/etc/cap.txt", "--no-index"]

@@ -14,7 +14,8 @@ uv reads neither pip's configuration files nor its PIP_* variables, so what `pip
 as its own variables (PIP_TO_UV, PIP_FLAGS below; constraint files and no-index as arguments); pip options that uv
 cannot be given are named in one note. uv also takes a package only from the first index that has it, unlike pip:
 UV_INDEX_STRATEGY=unsafe-best-match gives pip's rule, the best version on any index. That is how the CPU build of
-torch in a find-links folder (2.13.0+cpu) wins over the CUDA build on PyPI (2.13.0), as it does for pip.
+torch in a find-links folder (2.13.0+cpu) wins over the CUDA build on PyPI (2.13.0), as it does for pip. And like
+pip, it compiles what it installs to bytecode (UV_COMPILE_BYTECODE).
 A UV_* variable (or SSL_CERT_FILE, HTTPS_PROXY) already set is left as it is: the user's own setting wins.
 Exit status: 0; 2 when anything failed, after one line that says what (uv's or pip's own message above it).
 """
@@ -105,6 +106,11 @@ def uv_arguments(
             env[PIP_FLAGS[option][0]] = PIP_FLAGS[option][1]
     if not env.get("UV_INDEX_STRATEGY"):
         env["UV_INDEX_STRATEGY"] = "unsafe-best-match"
+    # pip compiles what it installs to bytecode, uv only when asked. Without it every process compiles again each
+    # module it imports wherever bytecode is not written back (PYTHONDONTWRITEBYTECODE, a read-only venv, an
+    # image): importing torch, pandas, matplotlib, monai, ignite and fastai took 17 s instead of 8 s here.
+    if not env.get("UV_COMPILE_BYTECODE"):
+        env["UV_COMPILE_BYTECODE"] = "1"
     extra = env.pop("UV_CONSTRAINT", "").split() or settings.get("constraint", [])
     args = [arg for path in [*constraints, *extra] for arg in ("-c", path)]
     if is_on(settings.get("no-index", ["0"])):
