@@ -33,9 +33,9 @@ help: ## Show this help
 
 env: $(STAMP) ## Create .venv with the template's tools and the project's packages (pinned)
 
+# The installer makes .venv (with python3) where there is none yet.
 $(STAMP): requirements-template.txt constraints-template.txt $(PROJECT_DIR)/constraints.txt $(INSTALL)
-	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) '$(INSTALL)' $(VENV) --installer $(INSTALLER) -r requirements-template.txt $(CONSTRAINTS)
+	python3 '$(INSTALL)' $(VENV) --installer $(INSTALLER) -r requirements-template.txt $(CONSTRAINTS)
 	touch $@
 
 demo: env ## Bake the default project into build/, train it on synthetic data, print the experiments table

@@ -56,6 +56,11 @@ OLDER_NAMES = {"UV_DEFAULT_INDEX": "UV_INDEX_URL", "UV_INDEX": "UV_EXTRA_INDEX_U
 SECTIONS = (":env:", "install", "global")
 
 
+def repeated(option: str, paths: list[str]) -> list[str]:
+    """``option`` before each of ``paths``, as pip and uv take repeated files (``-c a -c b``)."""
+    return [arg for path in paths for arg in (option, path)]
+
+
 class InstallError(Exception):
     """A problem the user can fix; main() prints it as one line and exits with 2."""
 
@@ -78,8 +83,8 @@ def pip_settings(python: Path) -> dict[str, list[str]]:
             found[section, name] = ast.literal_eval(value)  # pip prints values with repr()
     settings = {}
     for section, name in sorted(found, key=lambda item: SECTIONS.index(item[0]), reverse=True):
-        if found[section, name].split():
-            settings[name] = found[section, name].split()  # later (stronger) sections overwrite
+        if values := found[section, name].split():
+            settings[name] = values  # later (stronger) sections overwrite
     return settings
 
 
@@ -112,7 +117,7 @@ def uv_arguments(
     if not env.get("UV_COMPILE_BYTECODE"):
         env["UV_COMPILE_BYTECODE"] = "1"
     extra = env.pop("UV_CONSTRAINT", "").split() or settings.get("constraint", [])
-    args = [arg for path in [*constraints, *extra] for arg in ("-c", path)]
+    args = repeated("-c", [*constraints, *extra])
     if is_on(settings.get("no-index", ["0"])):
         args.append("--no-index")
     return args, env, [option for option in NOT_PASSED if option in settings]
@@ -207,14 +212,14 @@ def install(args: argparse.Namespace) -> None:
         raise InstallError(
             f"{python} has no working pip (a venv made halfway?): remove {args.env_dir}, then install again"
         ) from exc
-    files = [arg for path in args.requirement for arg in ("-r", path)]
+    files = repeated("-r", args.requirement)
     uv, why = find_uv(python, args.constraint) if args.installer != "pip" else (None, "")
     if uv is None and args.installer == "uv":
         raise InstallError(f"uv could not be installed ({why}): fix that, or install with pip (INSTALLER=pip in make)")
     if uv is None:
         if args.installer == "auto":
             print(f"note: uv could not be installed ({why}); installing with pip instead", file=sys.stderr)
-        pins = [arg for path in args.constraint for arg in ("-c", path)]
+        pins = repeated("-c", args.constraint)
         if subprocess.run([str(python), "-m", "pip", "install", *files, *pins], check=False).returncode:
             raise InstallError("pip could not install the requirements (its reason is above)")
         return
