@@ -24,6 +24,7 @@ from config.serialize import ConfigError
 from training.build import LOGGER
 from training.checkpoint import CheckpointError
 from training.distributed import close_distributed, launched_world_size
+from training.folds import cross_validate
 from training.records import RunResult, one_line
 from training.sanity_checks import SanityCheckError
 from training.signals import Interrupted
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ignite routine: train with N processes started by ignite.distributed (one per GPU; gloo on the CPU); "
         "other routines: use torchrun --nproc_per_node=N train.py or make train-ddp NPROC=N (default: 1 process)",
     )
+    parser.add_argument("--folds", metavar="K", type=int, help="cross-validation: train K folds in turn (FOLDS)")
+    parser.add_argument("--fold", metavar="I", type=int, help="train fold I (0..K-1) of --folds K only (FOLD)")
     extensions.add_arguments(parser)
     return parser
 
@@ -65,16 +68,18 @@ def run(args: argparse.Namespace) -> RunResult:
     """Resolve the config from the arguments and train it with the chosen routine."""
     config, routine = resolve_config(args)
     extensions.apply_arguments(args, config)
-    module = importlib.import_module(f"training.{routine}_training")
-    if args.nproc_per_node is None:
-        return module.train(config, get_global_config(), resume=args.resume)
-    if routine not in SPAWNING_ROUTINES:
+    config.update({key: value for key, value in (("FOLDS", args.folds), ("FOLD", args.fold)) if value is not None})
+    options = {} if args.nproc_per_node is None else {"nproc_per_node": args.nproc_per_node}
+    if options and routine not in SPAWNING_ROUTINES:
         nproc = args.nproc_per_node
         raise ConfigError(
             f"--nproc-per-node is for the ignite routine; start the {routine} routine with "
             f"torchrun --nproc_per_node={nproc} train.py ... (or make train-ddp NPROC={nproc})"
         )
-    return module.train(config, get_global_config(), resume=args.resume, nproc_per_node=args.nproc_per_node)
+    if config.get("FOLDS") is not None:  # a cross-validation: a run per fold (training/folds.py)
+        return cross_validate(config, get_global_config(), routine, args.resume, **options)
+    module = importlib.import_module(f"training.{routine}_training")
+    return module.train(config, get_global_config(), resume=args.resume, **options)
 
 
 def fail(message: str) -> int:
@@ -132,9 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         close_distributed()
     if int(os.environ.get("RANK", "0")) != 0:  # the run's summary once, from rank 0
         return 0
-    best = ", ".join(f"{key} {value:.4f}" for key, value in result.best.items())
-    print(f"run {result.run_name} {result.status}: best epoch {result.best_epoch} ({best})")
-    print(f"logs: {result.run_dir}\nweights: {result.weight_dir}")
+    print(result.report())
     return 0
 
 

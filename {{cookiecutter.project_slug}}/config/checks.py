@@ -106,6 +106,17 @@ def positive_int_or_none(value: Any) -> str | None:
     return None if value is None else positive_int(value)
 
 
+def int_at_least(low: int) -> Check:
+    """A check that the value is None or an int >= ``low``."""
+
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        return of_type(int, name="an int", optional=True)(value) or (None if value >= low else f"must be >= {low}")
+
+    return check
+
+
 def compile_kwargs(value: Any) -> str | None:
     """False, True, or a dict of torch.compile keyword arguments."""
     if isinstance(value, bool):

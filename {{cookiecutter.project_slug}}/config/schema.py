@@ -20,6 +20,7 @@ from config.checks import (
     compile_kwargs,
     dict_of,
     floor_dict,
+    int_at_least,
     kwargs_dict,
     mask_values,
     metrics_dict,
@@ -76,6 +77,14 @@ SCHEMA: dict[str, Key] = {
     "VAL_GROUPS": Key(
         "None, a regex whose first group names a file's scene, or a CSV of stem,group: a group stays on one side",
         of_type(str, name="a regex or CSV path", optional=True),
+    ),
+    "FOLDS": Key(
+        "k-fold cross-validation over DATASET: the number of folds (train.py --folds K); None: one split",
+        int_at_least(2),
+    ),
+    "FOLD": Key(
+        "with FOLDS: the one fold that validates, 0..FOLDS-1 (train.py --fold I); None: every fold in turn",
+        int_at_least(0),
     ),
     "PATCH_SIZE": Key("train on random square patches of this size; None: whole images", positive_int_or_none),
     "PATCH_FOREGROUND": Key("share of patches centred on a labelled pixel", number_in(-1e-300, 1 + 1e-12, "in [0, 1]")),
@@ -189,6 +198,12 @@ def _cross_checks(config: dict[str, Any]) -> list[str]:
         problems.append(f"DATA_LOADER_CONFIG: {sorted(owned)} are set by the routine (seeded shuffling)")
     if problem := signature_problem(DataLoader, config["DATA_LOADER_CONFIG"], 1):
         problems.append(f"DATA_LOADER_CONFIG: {problem}")
+    if config["FOLDS"] is None and config["FOLD"] is not None:
+        problems.append("FOLD is set but FOLDS is None: set FOLDS, the number of folds (train.py --folds K)")
+    elif config["FOLDS"] is not None and config["FOLD"] is not None and config["FOLD"] >= config["FOLDS"]:
+        problems.append(f"FOLD={config['FOLD']} but FOLDS={config['FOLDS']}: folds are 0..{config['FOLDS'] - 1}")
+    if config["FOLDS"] is not None and config["VAL_DATASET"] is not None:
+        problems.append("FOLDS splits DATASET into folds, so a VAL_DATASET has no place: set VAL_DATASET None")
     if config["ONE_CYCLE"] is not None and config["SCHEDULER"] is not None:
         problems.append("ONE_CYCLE and SCHEDULER are both set: the one-cycle policy is a schedule; set SCHEDULER None")
     problems += task_checks(config) + scheduler_checks(config)

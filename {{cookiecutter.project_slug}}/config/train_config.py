@@ -44,6 +44,8 @@ TRAIN_CONFIG = {
     "VAL_DATASET_CONFIG": {},
     "VAL_FRACTION": 0.2,
     "VAL_GROUPS": None,  # keeps a scene's tiles on one side: a regex on file stems (r"^(scene\d+)_") or a CSV
+    "FOLDS": None,  # k-fold cross-validation: train.py --folds 5 trains 5 runs, each validating on its own fold
+    "FOLD": None,  # the one fold to train (train.py --fold I, e.g. a cluster's array job); None: every fold
     "PATCH_SIZE": None,  # train on random square patches of this size (e.g. 256) from images of any size
     "PATCH_FOREGROUND": 0.0,  # share of patches centred on a labelled pixel (helps with rare classes)
     "NORMALIZATION": "meanstd",  # per-band statistics of the training set: meanstd | percentile | None | init

@@ -5,18 +5,20 @@ DATASET -> mask encoded for TASK -> no-data pixels ignored -> normalised -> PATC
 (training only) -> batches padded to a common size that the model divides (utils/data/samples.py, transforms.py).
 """
 
+import json
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
-from config.serialize import ConfigError
+from config.serialize import ConfigError, to_jsonable
 from training import distributed
 from training.build import LOGGER, instantiate
 from utils.data.fingerprint import ClassCounts, rare_class_line
 from utils.data.folder import group_names
 from utils.data.images import DataError
+from utils.data.kfold import assign_folds, class_presence
 from utils.data.normalization import compute_statistics
 from utils.data.samples import SegmentationSamples
 from utils.data.targets import MaskEncoder
@@ -25,10 +27,13 @@ from utils.data.transforms import RandomPatch, pad_collate
 
 def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
     """The raw training and validation sets: VAL_DATASET if given, else VAL_FRACTION of DATASET, split with SEED;
-    with VAL_GROUPS whole groups (scenes) go to one side, so that neighbouring tiles never sit on both."""
+    with VAL_GROUPS whole groups (scenes) go to one side, so that neighbouring tiles never sit on both. With FOLDS,
+    fold FOLD validates (:func:`fold_split`)."""
     dataset = instantiate(config, "DATASET")
     if config["VAL_DATASET"] is not None:
         return dataset, instantiate(config, "VAL_DATASET")
+    if config["FOLDS"] is not None:
+        return fold_split(config, dataset)
     fraction, generator = config["VAL_FRACTION"], torch.Generator().manual_seed(config["SEED"])
     if config["VAL_GROUPS"] is None:
         n_val = round(len(dataset) * fraction)
@@ -56,6 +61,43 @@ def split_dataset(config: dict[str, Any]) -> tuple[Dataset, Dataset]:
         len(val_groups), len(names), int(is_val.sum()), len(dataset), ", ".join(sorted(val_groups)),
     )  # fmt: skip
     return Subset(dataset, np.flatnonzero(~is_val).tolist()), Subset(dataset, np.flatnonzero(is_val).tolist())
+
+
+def fold_split(config: dict[str, Any], dataset: Dataset) -> tuple[Dataset, Dataset]:
+    """FOLDS: fold FOLD of DATASET validates, the other folds train (utils/data/kfold.py: whole VAL_GROUPS groups
+    per fold, balanced by class presence, seeded); VAL_FRACTION does not apply. The folds are made once a process.
+
+    Raises:
+        ConfigError: FOLD is None (only train.py --folds trains every fold), or fewer samples or groups than FOLDS.
+    """
+    fold, folds = config["FOLD"], fold_assignment(config, dataset)
+    if fold is None:
+        raise ConfigError(f"FOLDS={config['FOLDS']} needs FOLD, the fold to validate on; train.py --folds trains each")
+    is_val = folds == fold
+    LOGGER.info(
+        "fold %d of %d validates: %d of %d samples (VAL_FRACTION does not apply: the folds decide)",
+        fold, config["FOLDS"], int(is_val.sum()), len(dataset),
+    )  # fmt: skip
+    return Subset(dataset, np.flatnonzero(~is_val).tolist()), Subset(dataset, np.flatnonzero(is_val).tolist())
+
+
+# What decides a split into folds; the folds of one process's cross-validation are made once, on its first fold.
+SPLIT_KEYS = ("DATASET", "DATASET_CONFIG", "VAL_GROUPS", "FOLDS", "SEED", "TASK", "CLASSES", "MASK_VALUES",
+              "IGNORE_INDEX", "MASK_THRESHOLD")  # fmt: skip
+_FOLDS: dict[str, np.ndarray] = {}
+
+
+def fold_assignment(config: dict[str, Any], dataset: Dataset) -> np.ndarray:
+    """The fold of every sample of ``dataset`` (DATASET), int64 [N] in 0..FOLDS-1 (see :func:`fold_split`)."""
+    key = json.dumps(to_jsonable({key: config[key] for key in SPLIT_KEYS}), sort_keys=True)
+    if key not in _FOLDS:
+        groups = group_names(dataset, config["VAL_GROUPS"]) if config["VAL_GROUPS"] is not None else None
+        presence = class_presence(dataset, mask_encoder(config))  # a pass over the masks
+        try:
+            _FOLDS[key] = assign_folds(presence, groups, config["FOLDS"], config["SEED"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    return _FOLDS[key]
 
 
 def mask_encoder(config: dict[str, Any]) -> MaskEncoder:

@@ -60,6 +60,14 @@ class RunResult:
     final: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
+    def report(self) -> str:
+        """What train.py prints at the end: how the run went, its best epoch and where its files are."""
+        best = ", ".join(f"{key} {value:.4f}" for key, value in self.best.items())
+        return (
+            f"run {self.run_name} {self.status}: best epoch {self.best_epoch} ({best})\n"
+            f"logs: {self.run_dir}\nweights: {self.weight_dir}"
+        )
+
 
 def _git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT_PATH, capture_output=True, text=True, timeout=10, check=True).stdout

@@ -261,7 +261,9 @@ class Run:  # pylint: disable=too-many-public-methods
             if status == "interrupted" and result.epochs_completed == 0:
                 LOGGER.warning("run %s interrupted before its first epoch ended: nothing to continue", result.run_name)
             elif status == "interrupted":
-                command = checkpoint.resume_command(self.routine, result.run_name)
+                # A hook may name what --resume continues (a cross-validation, of which this run is a fold).
+                name = next((hook.resume_name for hook in self.hooks if hasattr(hook, "resume_name")), result.run_name)
+                command = checkpoint.resume_command(self.routine, name)
                 LOGGER.warning(
                     "run %s interrupted after %d epoch(s); continue it with: %s",
                     result.run_name,

@@ -35,12 +35,14 @@ class Scores:
 
     task: str
     classes: list[str]
-    per_image: dict[str, list[torch.Tensor]] = field(default_factory=lambda: {name: [] for name in METRICS})
+    metrics: dict[str, Any] = field(default_factory=lambda: dict(METRICS))  # name -> metric (utils/metrics.py)
+    per_image: dict[str, list[torch.Tensor]] = field(init=False)
     sums: MetricSums = field(init=False)
     confusion: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        self.sums = MetricSums(METRICS, self.classes, self.task)
+        self.per_image = {name: [] for name in self.metrics}
+        self.sums = MetricSums(self.metrics, self.classes, self.task)
 
     def add(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Score a batch: logits [N, K, H, W] float32, target as the Targets contract (ignored pixels < 0)."""
@@ -69,9 +71,12 @@ def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFold
 
 
 @torch.no_grad()
-def evaluate_whole(predictor: Predictor, samples: Dataset, loader_config: dict[str, Any]) -> Scores:
-    """Scores of whole images in the batches validation makes (``loader_config``: the run's DATA_LOADER_CONFIG)."""
-    scores = Scores(predictor.task, predictor.classes)
+def evaluate_whole(
+    predictor: Predictor, samples: Dataset, loader_config: dict[str, Any], metrics: dict[str, Any] | None = None
+) -> Scores:
+    """Scores of whole images in the batches validation makes (``loader_config``: the run's DATA_LOADER_CONFIG;
+    ``metrics``: name -> metric, default dice and iou)."""
+    scores = Scores(predictor.task, predictor.classes, dict(metrics or METRICS))
     device = next(predictor.model.parameters()).device
     kwargs = {**loader_config, "shuffle": False, "collate_fn": pad_collate(predictor.divisor)}
     for images, targets in DataLoader(samples, **kwargs):

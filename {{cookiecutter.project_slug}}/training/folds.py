@@ -1,0 +1,242 @@
+"""Cross-validation: a run per fold of DATASET, each scored on the images it did not train on; cv_summary.csv.
+
+``train.py --folds K`` trains every fold in turn, ``--fold I`` one (a cluster's array job: slurm/train_folds.sbatch),
+``--resume`` continues an interrupted cross-validation at its unfinished fold. A fold is an ordinary run: its folder,
+its checkpoints, its experiments.csv row tagged ``cv_name`` and ``fold``. A cross-validation is named by its config
+(SESSION_NAME, K and a hash of what is trained), so that an array job's processes and a later --resume find the same
+one. Its folder LOG_DIR/<cv_name>/ holds cv.json (its config and each fold's run), folds.csv (each sample's fold),
+fold_<i>.json (a fold's scores), out_of_fold.csv (every image scored by the model that did not train on it) and
+cv_summary.csv: per metric the folds' mean and standard deviation and the out-of-fold value (all images as one set).
+The headline is last.pt's: best.pt and early stopping chose on the very images they are scored on, so their figures
+are reported beside, ``optimistic``.
+"""
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock
+from torch.utils.data import Subset
+
+from config.device import get_device
+from config.paths import GlobalConfig
+from config.schema import SCHEMA, validate_config
+from config.serialize import ConfigError, to_jsonable
+from training import data, distributed
+from training.build import LOGGER, instantiate
+from training.checkpoint import RESUMABLE_CHANGES, CheckpointError, check_resume_config
+from training.records import RunResult
+from utils.data.samples import SegmentationSamples
+from utils.evaluation import evaluate_whole, tables
+from utils.files import atomic_write, safe_name
+from utils.metric_sums import MetricSums
+from utils.prediction import load_predictor
+from utils.tracking.csv_logs import read_experiments
+
+CHECKPOINTS = {"last.pt": False, "best.pt": True}  # file -> optimistic (chosen on the images it is scored on)
+
+
+def cv_name(jsonable_config: dict[str, Any]) -> str:
+    """``<SESSION_NAME>_cv<K>_<hash>``: the hash of the keys that change what is trained (not FOLD, nor what a
+    resumed run may change), so that one config always names one cross-validation."""
+    kept = {k: v for k, v in jsonable_config.items() if k in SCHEMA and k not in (*RESUMABLE_CHANGES, "FOLD")}
+    digest = hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{safe_name(jsonable_config['SESSION_NAME'])}_cv{jsonable_config['FOLDS']}_{digest}"
+
+
+class FoldHook:
+    """A fold's part in its run: ``cv_name`` and ``fold`` in its experiments.csv row, its run in cv.json from its
+    start, and ``--resume <cv_name>`` in the line that says how to continue it."""
+
+    def __init__(self, cv: "CrossValidation", fold: int) -> None:
+        self.cv, self.fold = cv, fold
+        self.columns, self.resume_name = {"cv_name": cv.name, "fold": fold}, cv.name
+
+    def on_start(self, run: Any) -> None:
+        """Record the fold's run in cv.json."""
+        self.cv.update(runs={str(self.fold): run.recorder.run_name})
+
+
+@dataclass
+class CvResult(RunResult):
+    """What :func:`cross_validate` returns: ``run_name`` is the cross-validation's, ``run_dir`` its folder."""
+
+    summary: pd.DataFrame | None = None
+
+    def report(self) -> str:
+        """Where the cross-validation's files are, and whether its summary is written."""
+        done = "cv_summary.csv written" if self.summary is not None else "folds still to train: no summary yet"
+        return f"cross-validation {self.run_name} {self.status}: {done}\nlogs: {self.run_dir}"
+
+
+@dataclass
+class CrossValidation:
+    """One cross-validation's folder and files; ``config`` is validated, ``jsonable`` its JSON form (FOLD None)."""
+
+    name: str
+    config: dict[str, Any]
+    jsonable: dict[str, Any]
+    global_config: GlobalConfig
+
+    @property
+    def folder(self) -> Path:
+        """LOG_DIR/<cv_name>."""
+        return self.global_config.LOG_DIR / self.name
+
+    def update(self, **changes: dict[str, str]) -> dict[str, Any]:
+        """cv.json with ``changes`` merged into its dicts, written atomically under a lock (array jobs share it)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "cv.json"
+        with FileLock(self.folder / ".cv.lock", timeout=60):
+            state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            state = {"cv_name": self.name, "folds": self.config["FOLDS"], "runs": {}, "config": self.jsonable, **state}
+            for key, value in changes.items():
+                state[key] = {**state[key], **value}
+            with atomic_write(path) as file:
+                file.write(json.dumps(state, indent=2) + "\n")
+        return state
+
+    def open(self) -> None:
+        """Write cv.json and folds.csv, or check that today's folds are still those of folds.csv (rank 0 only).
+
+        Raises:
+            ConfigError: the data changed since the folds were made (another split would mix the folds' images).
+        """
+        self.update()
+        dataset = instantiate(self.config, "DATASET")
+        folds = data.fold_assignment(self.config, dataset)
+        pairs = getattr(dataset, "pairs", None)
+        table = pd.DataFrame({"image": [Path(p[0]).stem for p in pairs] if pairs else range(len(folds)), "fold": folds})
+        path = self.folder / "folds.csv"
+        if not path.is_file():
+            with atomic_write(path) as file:
+                table.to_csv(file, index=False)
+        elif not table.astype(str).equals(pd.read_csv(path, dtype=str, keep_default_na=False)):
+            raise ConfigError(
+                f"the data of cross-validation {self.name} changed since its folds were made ({path}): restore it, "
+                "or start a new cross-validation (another SESSION_NAME)"
+            )
+
+    def fold_runs(self) -> dict[int, tuple[str, str]]:
+        """Fold -> (its latest run's name, status), from experiments.csv."""
+        rows = read_experiments(self.global_config.LOG_DIR / "experiments.csv")
+        if "cv_name" not in rows:
+            return {}
+        rows = rows[rows["cv_name"] == self.name].sort_values("started_at")
+        return {int(row.fold): (str(row.run_name), str(row.status)) for row in rows.itertuples()}
+
+    def score(self, fold: int, run_name: str) -> None:
+        """fold_<i>.json and fold_<i>_per_image.csv: last.pt and best.pt on the fold's validation images, with the
+        batches validation makes (so last.pt's figures are history.csv's last row)."""
+        dataset = instantiate(self.config, "DATASET")
+        indices = np.flatnonzero(data.fold_assignment(self.config, dataset) == fold).tolist()
+        names = pd.read_csv(self.folder / "folds.csv", dtype=str)["image"].iloc[indices].tolist()
+        device, scores, per_image = get_device(self.config["DEVICE"]), {"run_name": run_name}, []
+        for file in CHECKPOINTS:
+            path = self.global_config.run_weight_dir(run_name) / file
+            if not path.is_file():  # best.pt of a run whose metric was never defined
+                continue
+            predictor = load_predictor(path, device)
+            samples = SegmentationSamples(
+                Subset(dataset, indices), data.mask_encoder(self.config), predictor.stats, self.config["NODATA"]
+            )
+            result = evaluate_whole(predictor, samples, self.config["DATA_LOADER_CONFIG"], self.config["METRICS"])
+            values = {f"val_{key}": value for key, value in result.means().items()}
+            scores[file] = {"values": values, "totals": result.sums.totals()}
+            table = tables(result, names, predictor.classes)["per_image"]
+            table.insert(1, "fold", fold)
+            table.insert(2, "checkpoint", file)
+            per_image.append(table)
+        with atomic_write(self.folder / f"fold_{fold}_per_image.csv") as file:
+            pd.concat(per_image).to_csv(file, index=False, float_format="%.6g", na_rep="nan")
+        with atomic_write(self.folder / f"fold_{fold}.json") as file:
+            file.write(json.dumps(scores, indent=2) + "\n")
+
+    def summarize(self) -> pd.DataFrame | None:
+        """cv_summary.csv and out_of_fold.csv once every fold is scored (else None). Per checkpoint and metric
+        column: ``mean`` and ``std`` (ddof 1) over the folds where it is defined, their number ``folds``, each
+        ``fold_<i>``, and ``out_of_fold``: every image of every fold as one set, with the rules of validation
+        (utils/metric_sums.py: a mean over the images where it is defined, or the pooled value)."""
+        paths = [self.folder / f"fold_{fold}.json" for fold in range(self.config["FOLDS"])]
+        if not all(path.is_file() for path in paths):
+            return None
+        folds = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+        sums = MetricSums(self.config["METRICS"], self.config["CLASSES"], self.config["TASK"], prefix="val_")
+        rows = []
+        for file, optimistic in CHECKPOINTS.items():
+            scored = [fold.get(file) for fold in folds]
+            totals = np.sum([s["totals"] for s in scored], axis=0).tolist() if all(scored) else None
+            pooled = sums.compute(totals) if totals is not None else {}
+            for column in sums.compute():
+                values = pd.Series([s["values"][column] if s else np.nan for s in scored], dtype=float)
+                rows.append({
+                    "checkpoint": file, "optimistic": optimistic, "metric": column, "mean": values.mean(),
+                    "std": values.std(), "folds": int(values.notna().sum()), "out_of_fold": pooled.get(column, np.nan),
+                    **{f"fold_{i}": value for i, value in enumerate(values)},
+                })  # fmt: skip
+        summary = pd.DataFrame(rows)
+        per_image = [pd.read_csv(self.folder / f"fold_{fold}_per_image.csv") for fold in range(len(folds))]
+        with atomic_write(self.folder / "out_of_fold.csv") as file:
+            pd.concat(per_image).to_csv(file, index=False, float_format="%.6g", na_rep="nan")
+        with atomic_write(self.folder / "cv_summary.csv") as file:
+            summary.to_csv(file, index=False, float_format="%.6g", na_rep="nan")
+        headline = [f"val_{name}{pooled}" for name in self.config["METRICS"] for pooled in ("", "_pooled")]
+        for file, rows in summary[summary["metric"].isin(headline)].groupby("checkpoint", sort=False):
+            figures = ", ".join(
+                f"{row.metric} {row.mean:.4f} ± {row.std:.4f} (out-of-fold {row.out_of_fold:.4f})"
+                for row in rows.itertuples()
+            )
+            label = " (optimistic: chosen on these images)" if CHECKPOINTS[str(file)] else ""
+            LOGGER.info("cross-validation %s, %s%s: %s", self.name, file, label, figures)
+        return summary
+
+
+def cross_validate(
+    config: dict[str, Any], global_config: GlobalConfig, routine: str, resume: str | None = None, **options: Any
+) -> CvResult:
+    """Train the folds of FOLDS (only FOLD's when it is set) with ``routine``, score each on its own validation
+    images and, once all are, write cv_summary.csv. ``resume``: ``latest`` or this config's cross-validation name;
+    ``options`` go to the routine's ``train`` (``nproc_per_node``).
+
+    Raises:
+        ConfigError: the config is invalid, the data changed since the folds were made, or a fold to train has a
+            run already and ``resume`` is None.
+        CheckpointError: ``resume`` names another cross-validation, or one of another config.
+    """
+    validated = validate_config(config)  # before anything is written
+    jsonable = to_jsonable({**validated, "FOLD": None})
+    cv = CrossValidation(cv_name(jsonable), validated, jsonable, global_config)
+    if resume not in (None, "latest", cv.name):
+        other = global_config.LOG_DIR / str(resume) / "cv.json"
+        if not other.is_file():
+            raise CheckpointError(f"--resume {resume}: no cross-validation of that name (this config's is {cv.name})")
+        check_resume_config({"run_name": resume, **json.loads(other.read_text(encoding="utf-8"))}, jsonable)
+    distributed.init_distributed(get_device(validated["DEVICE"]))  # rank 0 alone writes the files
+    is_zero = distributed.rank_and_world_size()[0] == 0
+    distributed.on_rank_zero(cv.open, (ConfigError,))
+    runs = distributed.broadcast_object(cv.fold_runs())
+    todo = [fold for fold in range(validated["FOLDS"]) if validated["FOLD"] in (None, fold)]
+    if resume is None and (started := [fold for fold in todo if fold in runs]):
+        raise ConfigError(
+            f"cross-validation {cv.name} has run(s) for fold(s) {', '.join(map(str, started))} already: continue it "
+            f"with --resume {cv.name}, or change the config (or SESSION_NAME) for a new one"
+        )
+    train = importlib.import_module(f"training.{routine}_training").train
+    for fold in todo:
+        run_name, status = runs.get(fold, (None, None))
+        if status != "completed":
+            last = run_name is not None and (global_config.run_weight_dir(run_name) / "last.pt").is_file()
+            LOGGER.info("cross-validation %s: fold %d of %d%s", cv.name, fold, validated["FOLDS"],
+                        f", continuing run {run_name}" if last else "")  # fmt: skip
+            fold_config = {**config, "FOLD": fold}
+            run_name = train(fold_config, global_config, resume=run_name if last else None,
+                             hooks=[FoldHook(cv, fold)], **options).run_name  # fmt: skip
+        if is_zero and not (cv.folder / f"fold_{fold}.json").is_file():
+            cv.score(fold, str(run_name))
+    summary = cv.summarize() if is_zero else None
+    return CvResult(cv.name, "completed", cv.folder, global_config.WEIGHT_DIR, len(todo), None, summary=summary)
