@@ -60,8 +60,9 @@ def test_an_interrupted_cross_validation_goes_on_at_its_unfinished_fold(
     pd.testing.assert_frame_equal(summary_of(result.run_dir), summary_of(straight.run_dir), atol=1e-6)
 
 
-def run_fold(global_config: GlobalConfig, fold: int) -> subprocess.Popen:
-    """``train.py --folds 3 --fold I`` in a process of its own, as an array job's task."""
+def run_fold(fold: int) -> subprocess.Popen:
+    """``train.py --folds 3 --fold I`` in a process of its own, as an array job's task (LOG_DIR... from the
+    environment that the global_config fixture sets)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(  # pylint: disable=consider-using-with  # waited for by the caller
         [sys.executable, "train.py", "--folds", "3", "--fold", str(fold), *TINY],
@@ -72,19 +73,19 @@ def run_fold(global_config: GlobalConfig, fold: int) -> subprocess.Popen:
 def test_an_array_jobs_folds_make_one_cross_validation_and_the_last_writes_its_summary(
     global_config: GlobalConfig,
 ) -> None:
-    first = [run_fold(global_config, fold) for fold in (0, 1)]  # two at once: cv.json is shared under a lock
+    first = [run_fold(fold) for fold in (0, 1)]  # two at once: cv.json is shared under a lock
     outputs = [process.communicate(timeout=240)[0] for process in first]
     assert [process.returncode for process in first] == [0, 0], outputs
     folders = [path for path in global_config.LOG_DIR.iterdir() if (path / "cv.json").is_file()]
     assert len(folders) == 1 and not (folders[0] / "cv_summary.csv").exists()
     assert "folds still to train: no summary yet" in outputs[0]
-    last = run_fold(global_config, 2)
+    last = run_fold(2)
     output = last.communicate(timeout=240)[0]
     assert last.returncode == 0 and "cv_summary.csv written" in output, output
     runs = json.loads((folders[0] / "cv.json").read_text())["runs"]
     rows = pd.read_csv(global_config.LOG_DIR / "experiments.csv").set_index("run_name")
     assert sorted(runs) == ["0", "1", "2"] and [rows.loc[runs[f], "fold"] for f in "012"] == [0, 1, 2]
-    again = run_fold(global_config, 1)  # a fold run twice by mistake: refused, nothing written
+    again = run_fold(1)  # a fold run twice by mistake: refused, nothing written
     output = again.communicate(timeout=240)[0]
     assert again.returncode == 2 and output.strip().splitlines()[-1].startswith("error: cross-validation "), output
     assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 3

@@ -1,4 +1,4 @@
-"""Cross-validation: folds that partition the data (whole groups, balanced classes), a run per fold, out-of-fold scores."""
+"""Cross-validation: folds that partition the data (whole groups, balanced classes), a run per fold, its scores."""
 
 import json
 from pathlib import Path
@@ -90,7 +90,10 @@ def test_val_groups_give_folds_of_whole_scenes(tmp_path: Path, tiny_config: dict
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"FOLDS": 3, "VAL_DATASET": SyntheticShapes}, "FOLDS splits DATASET into folds, so a VAL_DATASET has no place"),
+        (
+            {"FOLDS": 3, "VAL_DATASET": SyntheticShapes},
+            "FOLDS splits DATASET into folds, so a VAL_DATASET has no place",
+        ),
         ({"FOLDS": 3, "FOLD": 3}, r"FOLD=3 but FOLDS=3: folds are 0\.\.2"),
         ({"FOLD": 0}, "FOLD is set but FOLDS is None"),
         ({"FOLDS": 1}, "FOLDS: must be >= 2"),
@@ -133,7 +136,9 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
         assert json.loads((Path(row.run_dir) / "config.json").read_text())["config"]["FOLD"] == row.fold
         history = pd.read_csv(Path(row.run_dir) / "history.csv")
         for metric in ("val_dice", "val_dice_pooled", "val_iou", "val_iou_pooled"):  # last.pt is the last epoch
-            assert summary.loc[("last.pt", metric), f"fold_{row.fold}"] == pytest.approx(history[metric].iloc[-1], abs=1e-6)
+            assert summary.loc[("last.pt", metric), f"fold_{row.fold}"] == pytest.approx(
+                history[metric].iloc[-1], abs=1e-6
+            )
             assert summary.loc[("best.pt", metric), f"fold_{row.fold}"] == pytest.approx(
                 history.set_index("epoch").loc[row.best_epoch, metric], abs=1e-6
             )

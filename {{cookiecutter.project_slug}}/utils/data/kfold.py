@@ -26,7 +26,7 @@ def class_presence(dataset: Dataset, encoder: MaskEncoder) -> np.ndarray:
         DataError: a mask that ``encoder`` cannot encode, naming its file.
     """
     rows = []
-    for index in range(len(dataset)):  # type: ignore[arg-type]
+    for index in range(len(dataset)):  # type: ignore[arg-type]  # pylint: disable=consider-using-enumerate
         _, mask = dataset[index]
         target = encoder(torch.as_tensor(mask), sample_source(dataset, index))
         if encoder.task == "multiclass":
