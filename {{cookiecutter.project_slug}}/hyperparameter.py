@@ -107,6 +107,12 @@ def prepare(args: argparse.Namespace, study_name: str = "") -> Search:
     if direction is None:
         minimize = resolved["CHECKPOINT_MODE"] == "min" if args.metric is None else metric.endswith("loss")
         direction = "minimize" if minimize else "maximize"
+    if resolved["FOLDS"] is not None and resolved["FOLD"] is None:  # a trial is one run: it scores one fold
+        config["FOLD"] = 0
+        LOGGER.info(
+            "FOLDS=%d: every trial trains fold 0 and is scored on it (set FOLD for another); best_config.py keeps "
+            "FOLDS, so that train.py --config best_config.py cross-validates the best trial", resolved["FOLDS"]
+        )  # fmt: skip
     # best.pt and early stopping follow what the search optimises
     config.update(CHECKPOINT_METRIC=metric, CHECKPOINT_MODE="min" if direction == "minimize" else "max")
     space = load_space(args.space)

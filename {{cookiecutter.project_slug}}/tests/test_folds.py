@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 import train
+from config.overrides import ROUTINES
 from config.paths import GlobalConfig
 from config.schema import validate_config
 from config.serialize import ConfigError
@@ -115,7 +116,7 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
 ) -> None:
     config = {**tiny_config, "DATASET_CONFIG": {"n_samples": 30, "size": 32, "seed": 0}, "FOLDS": 3}
     caplog.set_level("INFO", logger="project")
-    result = cross_validate(config, global_config, "pytorch")
+    result = cross_validate(config, global_config, ROUTINES[0])
     folder = result.run_dir
     assert folder == global_config.LOG_DIR / result.run_name and result.run_name.startswith("unet_shapes_cv3_")
 
@@ -152,13 +153,13 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     assert headline in caplog.text and "best.pt (optimistic: chosen on these images)" in caplog.text
 
     with pytest.raises(ConfigError, match=r"has run\(s\) for fold\(s\) 0, 1, 2 already: continue it with --resume"):
-        cross_validate(config, global_config, "pytorch")
+        cross_validate(config, global_config, ROUTINES[0])
     before = (folder / "cv_summary.csv").read_text()
-    again = cross_validate(config, global_config, "pytorch", resume=result.run_name)  # nothing left to train
+    again = cross_validate(config, global_config, ROUTINES[0], resume=result.run_name)  # nothing left to train
     assert again.run_name == result.run_name and (folder / "cv_summary.csv").read_text() == before
     assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 3
     with pytest.raises(CheckpointError, match="the config differs from the run's in OPTIMIZER_CONFIG.lr"):
-        cross_validate({**config, "OPTIMIZER_CONFIG": {"lr": 0.1}}, global_config, "pytorch", resume=result.run_name)
+        cross_validate({**config, "OPTIMIZER_CONFIG": {"lr": 0.1}}, global_config, ROUTINES[0], resume=result.run_name)
 
 
 def test_train_py_refuses_folds_with_a_validation_set_in_one_line(capsys: pytest.CaptureFixture) -> None:

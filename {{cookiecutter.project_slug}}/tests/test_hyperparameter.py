@@ -277,3 +277,20 @@ def test_a_bad_search_space_is_refused_before_the_first_trial(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
     assert not global_config.LOG_DIR.exists()  # nothing written: no study, no run
+
+
+@pytest.mark.slow
+def test_with_folds_every_trial_scores_fold_0_and_the_best_config_cross_validates(
+    global_config: GlobalConfig, files: dict[str, str], run_script
+) -> None:
+    more = ("--trials", "2", "--set", "FOLDS=3", "--prune-after", "9")
+    proc = run_script("hyperparameter.py", *search_args(files, ROUTINES[0], "folds", *more))
+    assert proc.returncode == 0, proc.stderr
+    assert "FOLDS=3: every trial trains fold 0 and is scored on it" in proc.stderr
+    runs = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    assert runs["FOLDS"].tolist() == [3, 3] and runs["FOLD"].tolist() == [0, 0]
+    best = global_config.LOG_DIR / "search" / "folds" / "best_config.py"
+    proc = run_script("train.py", "--config", str(best))  # FOLDS kept, FOLD not: every fold
+    assert proc.returncode == 0, proc.stderr
+    folds = pd.read_csv(global_config.LOG_DIR / "experiments.csv").dropna(subset=["cv_name"])
+    assert folds["fold"].tolist() == [0, 1, 2] and "cv_summary.csv written" in proc.stdout
