@@ -114,14 +114,15 @@ def test_a_single_run_needs_its_fold(tiny_config: dict) -> None:
 def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     tiny_config: dict, global_config: GlobalConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
-    config = {**tiny_config, "DATASET_CONFIG": {"n_samples": 30, "size": 32, "seed": 0}, "FOLDS": 3}
+    # 31 samples: folds of 11, 10 and 10, so that a mean over images is not the mean of the folds' means
+    config = {**tiny_config, "DATASET_CONFIG": {"n_samples": 31, "size": 32, "seed": 0}, "FOLDS": 3}
     caplog.set_level("INFO", logger="project")
     result = cross_validate(config, global_config, ROUTINES[0])
     folder = result.run_dir
     assert folder == global_config.LOG_DIR / result.run_name and result.run_name.startswith("unet_shapes_cv3_")
 
     splits = pd.read_csv(folder / "folds.csv")
-    assert splits["image"].tolist() == list(range(30)) and sorted(splits["fold"].value_counts()) == [10, 10, 10]
+    assert splits["image"].tolist() == list(range(31)) and sorted(splits["fold"].value_counts()) == [10, 10, 11]
     rows = pd.read_csv(global_config.LOG_DIR / "experiments.csv").sort_values("fold")
     assert rows["cv_name"].tolist() == [result.run_name] * 3 and rows["fold"].tolist() == [0, 1, 2]
     assert rows["status"].tolist() == ["completed"] * 3
@@ -131,7 +132,7 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     summary = pd.read_csv(folder / "cv_summary.csv").set_index(["checkpoint", "metric"])
     out_of_fold = pd.read_csv(folder / "out_of_fold.csv")
     last = out_of_fold[out_of_fold["checkpoint"] == "last.pt"]
-    assert sorted(last["image"]) == list(range(30))  # every image once, scored by the fold that held it out
+    assert sorted(last["image"]) == list(range(31))  # every image once, scored by the fold that held it out
     assert last.set_index("image")["fold"].sort_index().equals(splits.set_index("image")["fold"])
     for row in rows.itertuples():
         assert json.loads((Path(row.run_dir) / "config.json").read_text())["config"]["FOLD"] == row.fold
@@ -148,6 +149,10 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     assert dice["mean"] == pytest.approx(per_fold.mean(), abs=1e-6)
     assert dice["std"] == pytest.approx(per_fold.std(ddof=1), abs=1e-6)
     assert dice["out_of_fold"] == pytest.approx(last["dice"].mean(), abs=1e-6)  # over images, not folds
+    assert abs(dice["out_of_fold"] - dice["mean"]) > 1e-6
+    pooled = summary.loc[("last.pt", "val_dice_pooled")]
+    folds_pooled = pooled[["fold_0", "fold_1", "fold_2"]].astype(float)  # pixels of all folds: between their values
+    assert folds_pooled.min() < pooled["out_of_fold"] < folds_pooled.max()
     assert bool(summary.loc[("best.pt", "val_dice"), "optimistic"]) and not dice["optimistic"]
     headline = f"cross-validation {result.run_name}, last.pt: val_dice {dice['mean']:.4f} ± {dice['std']:.4f}"
     assert headline in caplog.text and "best.pt (optimistic: chosen on these images)" in caplog.text
