@@ -98,8 +98,14 @@ def test_an_array_jobs_folds_make_one_cross_validation_and_the_last_writes_its_s
     assert (folders[0] / "cv_summary.csv").read_text() == before
 
 
-def test_torchrun_trains_each_fold_with_two_processes(global_config: GlobalConfig) -> None:
+LAUNCHES = ["torchrun"] + ["spawn"] * ("ignite" in ROUTINES)  # Ignite's --nproc-per-node spawns its own
+
+
+@pytest.mark.parametrize("launch", LAUNCHES)
+def test_each_fold_trains_with_two_processes(launch: str, global_config: GlobalConfig) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py"]
+    if launch == "spawn":
+        command = [sys.executable, "train.py", "--routine", "ignite", "--nproc-per-node", "2"]
     result = subprocess.run(
         [*command, "--folds", "2", *TINY], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, check=False
     )

@@ -41,17 +41,20 @@ from utils.tracking.csv_logs import read_experiments
 CHECKPOINTS = {"last.pt": False, "best.pt": True}  # file -> optimistic (chosen on the images it is scored on)
 
 
-def cv_name(jsonable_config: dict[str, Any]) -> str:
-    """``<SESSION_NAME>_cv<K>_<hash>``: the hash of the keys that change what is trained (not FOLD, nor what a
-    resumed run may change), so that one config always names one cross-validation."""
+def cv_name(jsonable_config: dict[str, Any], routine: str) -> str:
+    """``<SESSION_NAME>_<routine>_cv<K>_<hash>``: the hash of the routine and the keys that change what is trained
+    (not FOLD, nor what a resumed run may change), so that one config always names one cross-validation."""
     kept = {k: v for k, v in jsonable_config.items() if k in SCHEMA and k not in (*RESUMABLE_CHANGES, "FOLD")}
-    digest = hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{safe_name(jsonable_config['SESSION_NAME'])}_cv{jsonable_config['FOLDS']}_{digest}"
+    digest = hashlib.sha1(json.dumps([routine, kept], sort_keys=True).encode()).hexdigest()[:8]
+    return f"{safe_name(jsonable_config['SESSION_NAME'])}_{routine}_cv{jsonable_config['FOLDS']}_{digest}"
 
 
 class FoldHook:
     """A fold's part in its run: ``cv_name`` and ``fold`` in its experiments.csv row, its run in cv.json from its
-    start, and ``--resume <cv_name>`` in the line that says how to continue it."""
+    start, and ``--resume <cv_name>`` in the line that says how to continue it. It holds data only, so it may go
+    to the processes that Ignite spawns (``multiprocess``)."""
+
+    multiprocess = True
 
     def __init__(self, cv: "CrossValidation", fold: int) -> None:
         self.cv, self.fold = cv, fold
@@ -210,7 +213,7 @@ def cross_validate(
     """
     validated = validate_config(config)  # before anything is written
     jsonable = to_jsonable({**validated, "FOLD": None})
-    cv = CrossValidation(cv_name(jsonable), validated, jsonable, global_config)
+    cv = CrossValidation(cv_name(jsonable, routine), validated, jsonable, global_config)
     if resume not in (None, "latest", cv.name):
         other = global_config.LOG_DIR / str(resume) / "cv.json"
         if not other.is_file():

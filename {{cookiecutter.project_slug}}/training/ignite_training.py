@@ -240,7 +240,7 @@ def train(
     if nproc_per_node is None and launched_world_size() <= 1:
         training(0, config, global_config, resume, results, hooks)  # one process: no process group to set up
         return results.get()
-    if hooks is not None:
+    if not all(getattr(hook, "multiprocess", False) for hook in hooks or []):  # a search's trial lives in one
         raise ConfigError("hooks (the hyperparameter search) run in one process: start the run without torchrun")
     # the config's errors here, on one line, rather than from inside each spawned process
     checked = validate_config(config, REFUSED)
@@ -253,5 +253,5 @@ def train(
                 "import; move it into a module of the project (e.g. utils/losses.py), or start with torchrun"
             )
     with idist.Parallel(backend=backend_for(get_device(checked["DEVICE"])), nproc_per_node=nproc_per_node) as parallel:
-        parallel.run(training, config, global_config, resume, results)
+        parallel.run(training, config, global_config, resume, results, hooks)
     return results.get()
