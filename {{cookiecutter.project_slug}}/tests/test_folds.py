@@ -167,9 +167,18 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
         cross_validate({**config, "OPTIMIZER_CONFIG": {"lr": 0.1}}, global_config, ROUTINES[0], resume=result.run_name)
 
 
-def test_train_py_refuses_folds_with_a_validation_set_in_one_line(capsys: pytest.CaptureFixture) -> None:
-    status = train.main(["--folds", "3", "--set", "VAL_DATASET=utils.data.synthetic.SyntheticShapes"])
-    assert status == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        "error: FOLDS splits DATASET into folds, so a VAL_DATASET has no place: set VAL_DATASET None"
-    ]
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "VAL_DATASET=utils.data.synthetic.SyntheticShapes"], "FOLDS splits DATASET into folds, so a"),
+        (["--set", "DATASET_CONFIG.n_samples=4"], "FOLDS=5 needs at least 5 samples; the data has 4"),
+        (["--resume", "nope"], "--resume nope: no cross-validation of that name (this config's is unet_shapes_"),
+    ],
+)
+def test_train_py_refuses_a_cross_validation_that_cannot_be_in_one_line_and_writes_nothing(
+    global_config: GlobalConfig, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    assert train.main(["--folds", "5", "--set", "DEVICE='cpu'", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()

@@ -31,6 +31,7 @@ from training import data, distributed
 from training.build import LOGGER, instantiate
 from training.checkpoint import RESUMABLE_CHANGES, CheckpointError, check_resume_config
 from training.records import RunResult
+from utils.data.images import DataError
 from utils.data.samples import SegmentationSamples
 from utils.evaluation import evaluate_whole, tables
 from utils.files import atomic_write, safe_name
@@ -110,9 +111,9 @@ class CrossValidation:
         Raises:
             ConfigError: the data changed since the folds were made (another split would mix the folds' images).
         """
-        self.update()
         dataset = instantiate(self.config, "DATASET")
-        folds = data.fold_assignment(self.config, dataset)
+        folds = data.fold_assignment(self.config, dataset)  # refuses too few samples or groups before any write
+        self.update()
         pairs = getattr(dataset, "pairs", None)
         table = pd.DataFrame({"image": [Path(p[0]).stem for p in pairs] if pairs else range(len(folds)), "fold": folds})
         path = self.folder / "folds.csv"
@@ -221,7 +222,7 @@ def cross_validate(
         check_resume_config({"run_name": resume, **json.loads(other.read_text(encoding="utf-8"))}, jsonable)
     distributed.init_distributed(get_device(validated["DEVICE"]))  # rank 0 alone writes the files
     is_zero = distributed.rank_and_world_size()[0] == 0
-    distributed.on_rank_zero(cv.open, (ConfigError,))
+    distributed.on_rank_zero(cv.open, (ConfigError, DataError))
     runs = distributed.broadcast_object(cv.fold_runs())
     todo = [fold for fold in range(validated["FOLDS"]) if validated["FOLD"] in (None, fold)]
     if resume is None and (started := [fold for fold in todo if fold in runs]):
