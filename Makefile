@@ -66,7 +66,7 @@ bench-data: env ## Share of a training epoch waiting for data on a folder of PNG
 bench-thin: env ## A thin class (3 % of pixels): its dice per epoch with and without data_report.py's lines (a few min)
 	$(PYTHON) benchmarks/thin_class.py $(ARGS)
 
-bench-predict: env ## Tiled prediction: megapixels per second and peak memory on 1, 6 and 24 megapixel scenes
+bench-predict: env ## Tiled prediction: speed and peak memory on 1, 6 and 24 megapixel scenes; an ensemble of 3 and TTA (about 9 min)
 	$(PYTHON) benchmarks/predict_scene.py $(ARGS)
 
 clean: ## Remove build/ and caches (keeps .venv; rm -rf .venv to rebuild it)

@@ -12,6 +12,12 @@ table per pass:
 - scene GB: the scene's own arrays (the float32 image, the float32 logits and what MONAI stitches them with,
   the uint8 label map): tiled memory should grow with these, never with the network's activations.
 
+A second table sets an ensemble of 3 checkpoints (``--weights A B C``, seeds 0, 1, 2) and test-time augmentation
+(``--tta``: 8 views on square tiles) against one model on one scene (``--ensemble-size``, default 2500x2500, the
+6-megapixel one), tiled: their time and the memory above imports as multiples of one model's. The members run one
+after another on each batch of tiles, so an ensemble should cost about 3 times the time and about 1 times the memory.
+With the defaults the whole run takes about 9 minutes on 2 CPU cores (measured, see docs/data.md).
+
 Usage: ``python benchmarks/predict_scene.py --help`` for the options; ``--json FILE`` also writes the figures.
 Never imports torchvision or fastai.vision.
 """
@@ -53,20 +59,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: 0, torch's own choice)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (default: cpu)")
+    parser.add_argument(
+        "--ensemble-size", default="2500x2500", help="WxH scene of the ensemble and TTA table (default: 2500x2500)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)  # project, weights, scene, tile, overlap, device
+    parser.add_argument(
+        "--child", nargs=7, help=argparse.SUPPRESS
+    )  # project, weights, scene, tile, overlap, device, tta
     args = parser.parse_args(argv)
     try:
         args.sizes = [tuple(int(side) for side in size.lower().split("x")) for size in args.sizes.split(",")]
+        args.ensemble_size = tuple(int(side) for side in args.ensemble_size.lower().split("x"))
     except ValueError:
-        parser.error(f"--sizes takes WxH values separated by commas, got {args.sizes!r}")
-    if any(len(size) != 2 or min(size) < 1 for size in args.sizes) or args.tile < 0:
-        parser.error("--sizes must be WxH with positive sides, --tile >= 0")
+        parser.error(f"--sizes and --ensemble-size take WxH values, got {args.sizes!r} and {args.ensemble_size!r}")
+    if any(len(size) != 2 or min(size) < 1 for size in [*args.sizes, args.ensemble_size]) or args.tile < 0:
+        parser.error("--sizes and --ensemble-size must be WxH with positive sides, --tile >= 0")
     return args
 
 
-def child(project: str, weights: str, scene: str, tile: str, overlap: str, device: str) -> None:  # noqa: PLR0913
-    """In the child process: predict one scene with predict.main and print its timings as JSON."""
+def child(project: str, weights: str, scene: str, tile: str, overlap: str, device: str, tta: str) -> None:  # noqa: PLR0913
+    """In the child process: predict one scene with predict.main (``weights``: checkpoints joined by commas; ``tta``
+    "1" for --tta) and print its timings as JSON."""
     sys.path.insert(0, project)
     os.chdir(project)
     import predict  # noqa: PLC0415  # the baked project's, after its folder went on sys.path
@@ -76,9 +89,10 @@ def child(project: str, weights: str, scene: str, tile: str, overlap: str, devic
         import monai.inferers  # noqa: F401, PLC0415  # likewise: predict imports it on the first tiled scene
 
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = Path(scene).parent / f"out_{tile}"
+    out = Path(scene).parent / f"out_{tile}_{len(weights.split(','))}_{tta}"
     start = time.perf_counter()
-    args = ["-i", scene, "-o", str(out), "--weights", weights, "--device", device, "--tile", tile, "--overlap", overlap]
+    args = ["-i", scene, "-o", str(out), "--weights", *weights.split(","), "--device", device, "--tile", tile]
+    args += ["--overlap", overlap, *(["--tta"] if tta == "1" else [])]
     status = predict.main(args)
     if device.startswith("cuda"):
         import torch  # noqa: PLC0415
@@ -88,7 +102,7 @@ def child(project: str, weights: str, scene: str, tile: str, overlap: str, devic
     print(json.dumps({"status": status, "seconds": seconds, "baseline": baseline}))
 
 
-def save_model(project: Path, path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def save_model(project: Path, path: Path, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
     """The project's default model, seeded and untrained, in a checkpoint with normalisation; its MODEL_CONFIG."""
     sys.path.insert(0, str(project))
     import torch
@@ -101,7 +115,7 @@ def save_model(project: Path, path: Path, args: argparse.Namespace) -> dict[str,
         model_config["base_channels"] = args.base_channels
     if args.depth:
         model_config["depth"] = args.depth
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = TRAIN_CONFIG["MODEL"](**model_config)
     config = {**TRAIN_CONFIG, "MODEL_CONFIG": model_config}
     stats = {"method": "meanstd", "mean": [0.5], "std": [0.25]}
@@ -120,7 +134,9 @@ def write_scene(path: Path, width: int, height: int) -> None:
     Image.fromarray((rows + noise).astype(np.uint16)).save(path)
 
 
-def run_pass(project: Path, weights: Path, scene: Path, tile: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_pass(  # noqa: PLR0913
+    project: Path, weights: list[Path], scene: Path, tile: int, args: argparse.Namespace, tta: bool = False
+) -> dict[str, Any]:
     """Time one pass in a child process and read its peak memory from the kernel's accounting of that child."""
     env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
     command = [
@@ -128,12 +144,12 @@ def run_pass(project: Path, weights: Path, scene: Path, tile: int, args: argpars
         __file__,
         "--child",
         str(project),
-        str(weights),
+        ",".join(map(str, weights)),
         str(scene),
         str(tile),
         str(args.overlap),
     ]
-    command.append(args.device)
+    command += [args.device, "1" if tta else "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
     _, status, usage = os.wait4(process.pid, 0)  # the child's own rusage, not a sum over all children
@@ -164,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path), default_config=True))
         model_config = save_model(project, tmp_path / "model.pt", args)
+        members = [tmp_path / "model.pt"] + [tmp_path / f"model_{seed}.pt" for seed in (1, 2)]
+        for seed, path in enumerate(members[1:], start=1):
+            save_model(project, path, args, seed)
         for width, height in args.sizes:
             folder = tmp_path / f"scene_{width}x{height}"
             folder.mkdir()
@@ -173,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             if megapixels * WHOLE_GB_PER_MP * (model_config["base_channels"] / 16) <= args.whole_limit:
                 passes.append(0)
             for tile in passes:
-                figures = run_pass(project, tmp_path / "model.pt", folder / "scene.png", tile, args)
+                figures = run_pass(project, members[:1], folder / "scene.png", tile, args)
                 rows.append(
                     {
                         "scene": f"{width}x{height}",
@@ -186,16 +205,57 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 print(f"{rows[-1]['scene']} {rows[-1]['pass']}: {figures['seconds']:.1f} s", file=sys.stderr)
+        ensembles = ensemble_rows(project, members, tmp_path, args)
     print(
         f"Scene prediction: U-Net base_channels {model_config['base_channels']}, depth {model_config['depth']}, "
         f"untrained; tiles of {args.tile} with overlap {args.overlap}, "
         f"Gaussian blending; device {args.device}, {os.cpu_count()} CPUs ({cpu_model()})."
     )
     print_table(rows)
+    width, height = args.ensemble_size
+    print(f"Ensemble and TTA against one model: {width}x{height}, tiles of {args.tile}, as multiples of one model's.")
+    print_ensemble_table(ensembles)
     if args.json is not None:
         settings = {key: value for key, value in vars(args).items() if key != "child"}
-        args.json.write_text(json.dumps({"settings": settings | {"json": str(args.json)}, "rows": rows}, indent=2))
+        figures = {"settings": settings | {"json": str(args.json)}, "rows": rows, "ensemble_rows": ensembles}
+        args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def ensemble_rows(project: Path, members: list[Path], tmp_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One model, an ensemble of 3 and one model with TTA on the ``--ensemble-size`` scene, tiled; each pass's time
+    and memory above imports, and both as multiples of one model's."""
+    width, height = args.ensemble_size
+    folder = tmp_path / f"ensemble_{width}x{height}"
+    folder.mkdir()
+    write_scene(folder / "scene.png", width, height)
+    rows = []
+    for name, weights, tta in (
+        ("one model", members[:1], False),
+        ("ensemble of 3", members, False),
+        ("TTA", members[:1], True),
+    ):
+        figures = run_pass(project, weights, folder / "scene.png", args.tile, args, tta)
+        above = (figures["peak"] - figures["baseline"]) / GB
+        rows.append(
+            {"pass": name, "seconds": figures["seconds"], "peak_gb": figures["peak"] / GB, "above_imports_gb": above}
+        )
+        print(f"{width}x{height} {name}: {figures['seconds']:.1f} s", file=sys.stderr)
+    for row in rows:
+        row["time_x"] = row["seconds"] / rows[0]["seconds"]
+        row["memory_x"] = row["above_imports_gb"] / max(rows[0]["above_imports_gb"], 1e-9)
+    return rows
+
+
+def print_ensemble_table(rows: list[dict[str, Any]]) -> None:
+    header = ["pass", "s", "time x", "peak GB", "above imports GB", "memory x"]
+    print()
+    print("| " + " | ".join(header) + " |")
+    print("| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
+    for row in rows:
+        cells = [row["seconds"], row["time_x"], row["peak_gb"], row["above_imports_gb"], row["memory_x"]]
+        print("| " + " | ".join([row["pass"], *(f"{cell:.2f}" for cell in cells)]) + " |")
+    print()
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ def table_rows(stdout: str) -> dict[tuple[str, str], list[str]]:
 def test_scene_prediction_benchmark_smoke(tmp_path: Path):
     result = tmp_path / "bench.json"
     args = ["--sizes", "100x60,40x24", "--tile", "32", "--base-channels", "4", "--depth", "2", "--json", str(result)]
+    args += ["--ensemble-size", "96x64"]
     proc = run(
         [sys.executable, str(TEMPLATE_DIR / "benchmarks" / "predict_scene.py"), *args],
         cwd=tmp_path,
@@ -41,3 +42,13 @@ def test_scene_prediction_benchmark_smoke(tmp_path: Path):
     assert len(figures["rows"]) == 4 and all(row["peak_gb"] >= row["above_imports_gb"] for row in figures["rows"])
     assert figures["settings"]["sizes"] == [[100, 60], [40, 24]]
     assert not list(TEMPLATE_DIR.glob("benchmarks/**/out_*")), "the benchmark wrote into the template"
+    # The second table: one model, an ensemble of 3 and TTA, time and memory as multiples of one model's
+    table = proc.stdout.split("\n\n| pass", 1)[1].splitlines()[2:5]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table]
+    assert [row[0] for row in cells] == ["one model", "ensemble of 3", "TTA"], proc.stdout
+    assert all(re.match(r"^\d+\.\d+$", cell) for row in cells for cell in row[1:]), cells
+    assert cells[0][2] == "1.00" and [row["pass"] for row in figures["ensemble_rows"]] == [
+        "one model",
+        "ensemble of 3",
+        "TTA",
+    ]

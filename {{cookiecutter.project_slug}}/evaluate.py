@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a labelled folder: ``python evaluate.py --data FOLDER [--weights CKPT|RUN] [--tile N]``.
+"""Evaluate a checkpoint on a labelled folder: ``python evaluate.py --data FOLDER [--weights CKPT...] [--tile N]``.
 
 FOLDER holds images/ and masks/ as a training folder does (utils/data/folder.py); masks are read with the run's
 task, classes, MASK_VALUES and IGNORE_INDEX, images with its bands, normalisation and no-data value. The tables go to
@@ -7,7 +7,9 @@ and class, NaN where truth and prediction are both empty), summary.csv (per clas
 images where the value is defined, their count, and the value pooled over all pixels), confusion.csv
 and confusion.png (not for multi-label models). By default whole images are predicted the way validation does, so
 the run's validation folder gives the figures of history.csv; ``--tile N`` predicts by overlapping tiles as
-predict.py does and says how far the means move.
+predict.py does and says how far the means move. Several checkpoints (an ensemble, utils/ensemble.py) write to
+``LOG_DIR/<cross-validation>/evaluation/<NAME>/`` for a cross-validation's name, else to the first checkpoint's run
+as ``<NAME>_ensemble<K>``; ``--tta`` adds ``_tta``.
 """
 
 import argparse
@@ -20,11 +22,11 @@ import extensions
 from config.device import DeviceError, get_device
 from config.paths import get_global_config
 from config.serialize import from_jsonable
-from training.checkpoint import CheckpointError, find_checkpoint
+from training.checkpoint import CheckpointError
 from utils.data.images import DataError
+from utils.ensemble import load_ensemble
 from utils.evaluation import METRICS, evaluate_tiled, evaluate_whole, samples_of, tables, write_tables
 from utils.files import safe_name
-from utils.prediction import load_predictor
 from utils.tiling import tile_for
 
 
@@ -35,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", default=None, help="a labelled folder with images/ and masks/ (default: TEST_FOLDER of the config)"
     )
     parser.add_argument(
-        "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
+        "--weights",
+        nargs="+",
+        help="checkpoints, run names or cross-validations; several: an ensemble (default: best.pt of the latest run)",
     )
+    parser.add_argument("--tta", action="store_true", help="average over flips (and quarter turns of square images)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in pixels; 0: whole images (default)")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap, a fraction (default: 0.25)")
     parser.add_argument(
@@ -59,11 +64,8 @@ def evaluate(args: argparse.Namespace) -> Path:
     """
     device = get_device(args.device)
     global_config = get_global_config()
-    try:
-        weights = find_checkpoint(args.weights or "latest", global_config, "best.pt")
-    except CheckpointError as err:
-        raise CheckpointError(f"--weights {err}" if args.weights else f"{err} (or pass --weights)") from None
-    predictor = load_predictor(weights, device)
+    predictor, checkpoints = load_ensemble(args.weights, global_config, device, args.tta)
+    weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
     if args.tile % predictor.divisor:
         raise DataError(
             f"--tile {args.tile} is not a multiple of the model's {predictor.divisor}: "
@@ -74,6 +76,7 @@ def evaluate(args: argparse.Namespace) -> Path:
     whole = evaluate_whole(predictor, samples, loader_config) if args.compare or not args.tile else None
     scores = evaluate_tiled(predictor, samples, args.tile, args.overlap) if args.tile else whole
     name = safe_name(args.name or Path(args.data).resolve().name)
+    name += f"_{predictor.model.label}" if getattr(predictor.model, "label", "") else ""  # not the model's own tables
     output = global_config.LOG_DIR / predictor.run_name / "evaluation" / name
     write_tables(output, tables(scores, [Path(image).name for image, _ in folder.pairs], predictor.classes))
     checkpoint = {"config": predictor.config, "run_name": predictor.run_name, "extensions": predictor.extensions}

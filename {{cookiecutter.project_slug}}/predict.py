@@ -1,4 +1,4 @@
-"""Predict masks: ``python predict.py -i IMAGES... -o OUTDIR [--weights best.pt] [--tile 512] [--probabilities]``.
+"""Predict masks: ``python predict.py -i IMAGES... -o OUTDIR [--weights CKPT...] [--tile 512] [--probabilities]``.
 
 Inputs are files, folders or glob patterns (PNG, JPEG, TIFF, .npy) of any size. Each image gives ``OUTDIR/<stem>.png``:
 0/255 for a binary model, class indices for a multi-class one (``<stem>.tif`` for TIFF inputs and for multi-label
@@ -7,7 +7,8 @@ georeferenced TIFF gives GeoTIFFs with its CRS and transform when rasterio is in
 in overlapping tiles, blended, so that memory follows the image and not the network. The model is rebuilt from the
 checkpoint's own config with its normalisation; by default it is best.pt of the latest run in WEIGHT_DIR. Hidden and
 system files that folders and patterns find (``._0000.png``, ``@eaDir/``: utils/data/system_files.py) are skipped and
-counted in one line; a file named on the command line is read whatever its name.
+counted in one line; a file named on the command line is read whatever its name. Several checkpoints (or a
+cross-validation's name) predict as an ensemble and ``--tta`` averages over flips: utils/ensemble.py.
 """
 
 import argparse
@@ -18,10 +19,11 @@ from pathlib import Path
 
 from config.device import DeviceError, get_device
 from config.paths import get_global_config
-from training.checkpoint import CheckpointError, find_checkpoint
+from training.checkpoint import CheckpointError
 from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image
 from utils.data.system_files import is_system_file, skipped_line
-from utils.prediction import load_model, load_predictor, output_names, predict_mask, write_outputs
+from utils.ensemble import load_ensemble
+from utils.prediction import load_model, output_names, predict_mask, write_outputs
 from utils.tiling import sliding_window, tile_for
 
 __all__ = ["find_inputs", "load_model", "main", "output_folder", "predict_mask"]
@@ -103,8 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-o", "--output", required=True, help="folder for the masks (created)")
     parser.add_argument(
-        "--weights", default=None, help="a checkpoint file or a run name (default: best.pt of the latest run)"
+        "--weights",
+        nargs="+",
+        help="checkpoints, run names or cross-validations; several: an ensemble (default: best.pt of the latest run)",
     )
+    parser.add_argument("--tta", action="store_true", help="average over flips (and quarter turns of square tiles)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     parser.add_argument(
         "--threshold", type=float, default=0.5, help="probability above which a pixel is foreground (default: 0.5)"
@@ -129,12 +134,9 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
         if skipped:
             print(skipped_line(sorted(set(skipped))))
         device = get_device(args.device)
-        try:
-            weights = find_checkpoint(args.weights or "latest", get_global_config(), "best.pt")
-        except CheckpointError as err:
-            raise CheckpointError(f"--weights {err}" if args.weights else f"{err} (or pass --weights)") from None
-        predictor = load_predictor(weights, device)
-        divisor = int(getattr(predictor.model, "divisor", 1))
+        predictor, checkpoints = load_ensemble(args.weights, get_global_config(), device, args.tta)
+        weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
+        divisor = predictor.divisor
         if args.tile % divisor:
             raise DataError(
                 f"--tile {args.tile} is not a multiple of the model's {divisor}: use {tile_for(args.tile, divisor)}"

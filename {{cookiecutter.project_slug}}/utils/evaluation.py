@@ -60,14 +60,15 @@ class Scores:
 
 def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFolder, Dataset]:
     """The labelled folder ``root`` as training reads it: the run's bands, masks encoded for its task and classes,
-    its normalisation and no-data value. Raises DataError for a bad folder, ValueError for a bad class mapping."""
+    its normalisation and no-data value (no-data pixels ``predictor.fill``). Raises DataError for a bad folder,
+    ValueError for a bad class mapping."""
     config = predictor.config
     folder = SegmentationFolder(root, channels=predictor.channels)
     num_classes = 2 if predictor.task == "binary" else len(predictor.classes)
     encoder = MaskEncoder(
         predictor.task, num_classes, config.get("MASK_VALUES"), config.get("IGNORE_INDEX"), config.get("MASK_THRESHOLD")
     )
-    return folder, SegmentationSamples(folder, encoder, predictor.stats, predictor.nodata)
+    return folder, SegmentationSamples(folder, encoder, predictor.stats, predictor.nodata, fill=predictor.fill)
 
 
 @torch.no_grad()
@@ -78,7 +79,7 @@ def evaluate_whole(
     ``metrics``: name -> metric, default dice and iou)."""
     scores = Scores(predictor.task, predictor.classes, dict(metrics or METRICS))
     device = next(predictor.model.parameters()).device
-    kwargs = {**loader_config, "shuffle": False, "collate_fn": pad_collate(predictor.divisor)}
+    kwargs = {**loader_config, "shuffle": False, "collate_fn": pad_collate(predictor.divisor, predictor.fill)}
     for images, targets in DataLoader(samples, **kwargs):
         scores.add(predictor.model(images.to(device)).float(), targets.to(device))
     return scores

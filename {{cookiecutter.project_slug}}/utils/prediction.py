@@ -30,13 +30,16 @@ CHUNK_ROWS = 512  # label maps and probabilities are computed this many rows at 
 
 @dataclass
 class Predictor:
-    """A checkpoint's model in eval mode and what its run was trained with (``config``: the checkpoint's, as saved)."""
+    """A checkpoint's model in eval mode and what its run was trained with (``config``: the checkpoint's, as saved).
+    ``fill``: what no-data pixels become in prepared images: 0 after normalisation; NaN for an ensemble
+    (utils/ensemble.py), whose members normalise raw images with their own statistics and zero those pixels."""
 
     model: nn.Module
     config: dict[str, Any]
     stats: dict[str, Any] | None
     run_name: str
     extensions: dict[str, Any] = field(default_factory=dict)  # the checkpoint's extension states (an MLflow run id)
+    fill: float = 0.0
 
     @property
     def task(self) -> str:
@@ -71,13 +74,13 @@ class Predictor:
 
     def prepare(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
         """An image as read ``[C, H, W]`` -> ``[1, C, H, W]`` float32 as training saw it: normalised with the run's
-        statistics, no-data pixels 0 after normalisation (NaN would spread through every tile it touches)."""
+        statistics, no-data pixels ``fill`` after normalisation (NaN would spread through every tile it touches)."""
         raw = torch.as_tensor(image, dtype=torch.float32)
         invalid = invalid_pixels(raw, self.nodata)
         prepared = normalize(raw, self.stats)
         if invalid.any():
             prepared = prepared.clone() if prepared is raw else prepared
-            prepared[:, invalid] = 0.0
+            prepared[:, invalid] = self.fill
         return prepared[None]
 
 

@@ -32,6 +32,8 @@ class SegmentationSamples(Dataset):
             and 0 in the normalised image, so they count in neither loss nor metrics and poison no activation.
         patch: a RandomPatch for training, or None for whole images (padded later by pad_collate).
         transform: a paired augmentation applied last, e.g. RandomFlipRotate.
+        fill: what no-data pixels become in the image: 0 (the mean, after normalisation), or NaN for a model that
+            normalises inside and marks them itself (an ensemble of checkpoints with their own statistics).
 
     Raises:
         DataError: at construction, for masks in a lossy format (JPEG) that ``encoder`` does not threshold
@@ -47,10 +49,11 @@ class SegmentationSamples(Dataset):
         nodata: float | None = None,
         patch: RandomPatch | None = None,
         transform: PairTransform | None = None,
+        fill: float = 0.0,
     ) -> None:
         encoder.check_lossy(lossy_masks(dataset))  # before training, from the file headers read at init
         self.dataset, self.encoder, self.stats, self.nodata = dataset, encoder, stats, nodata
-        self.patch, self.transform = patch, transform
+        self.patch, self.transform, self.fill = patch, transform, fill
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -69,7 +72,7 @@ class SegmentationSamples(Dataset):
             raise DataError(f"{sample_source(self.dataset, index, 'image')}: {err}") from None
         if invalid.any():
             target = target.masked_fill(invalid, IGNORE)  # broadcasts over the target's channels
-            image = image.masked_fill(invalid, 0.0)  # after normalize: 0 is the mean, NaN would poison the batch
+            image = image.masked_fill(invalid, self.fill)  # after normalize: 0 is the mean, NaN would poison the batch
         if bool((target < 0).all()):  # it would score a perfect 1 in every metric, and teach nothing
             raise DataError(
                 f"{source} has no pixel to learn from or score (all NaN, NODATA or IGNORE_INDEX): remove the pair"

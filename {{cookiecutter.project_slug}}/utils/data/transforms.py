@@ -136,8 +136,8 @@ class PadCollate:
     """DataLoader ``collate_fn``: pad every ``(image, target)`` of a batch to one size, then stack.
 
     The common size is the batch's largest height and width, each rounded up to a multiple of ``divisor`` (a U-Net
-    of depth d needs 2**d). Padding goes on the bottom/right, so pixel (y, x) stays (y, x): image 0, target IGNORE.
-    A class rather than a closure, so DataLoader worker processes can pickle it.
+    of depth d needs 2**d). Padding goes on the bottom/right, so pixel (y, x) stays (y, x): image ``fill`` (default 0),
+    target IGNORE. A class rather than a closure, so DataLoader worker processes can pickle it.
 
     Returns ``(images [N, C, H, W], targets [N, M, H, W])``, targets keeping their dtype.
 
@@ -145,10 +145,10 @@ class PadCollate:
         DataError: images (or targets) of one batch with different band (channel) counts.
     """
 
-    def __init__(self, divisor: int = 1) -> None:
+    def __init__(self, divisor: int = 1, fill: float = 0.0) -> None:
         if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
             raise ValueError(f"divisor must be a positive integer, got {divisor!r}")
-        self.divisor = divisor
+        self.divisor, self.fill = divisor, fill
 
     def __call__(self, batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
         images, targets = zip(*batch, strict=True)
@@ -162,7 +162,7 @@ class PadCollate:
         height = _round_up(max(int(t.shape[-2]) for t in images), self.divisor)
         width = _round_up(max(int(t.shape[-1]) for t in images), self.divisor)
         return (
-            torch.stack([_pad(t, height, width, 0) if t.shape[-2:] != (height, width) else t for t in images]),
+            torch.stack([_pad(t, height, width, self.fill) if t.shape[-2:] != (height, width) else t for t in images]),
             torch.stack([_pad(t, height, width, IGNORE) if t.shape[-2:] != (height, width) else t for t in targets]),
         )
 
@@ -174,6 +174,8 @@ def _round_up(value: int, divisor: int) -> int:
     return -(-value // divisor) * divisor
 
 
-def pad_collate(divisor: int = 1) -> PadCollate:
-    """A picklable DataLoader ``collate_fn`` padding each batch to a common size divisible by ``divisor``."""
-    return PadCollate(divisor)
+def pad_collate(divisor: int = 1, fill: float = 0.0) -> PadCollate:
+    """A picklable DataLoader ``collate_fn`` padding each batch to a common size divisible by ``divisor``; images
+    with ``fill`` (0: the mean of normalised bands; NaN: no data, for models that normalise inside, utils/ensemble.py),
+    targets with IGNORE."""
+    return PadCollate(divisor, fill)
