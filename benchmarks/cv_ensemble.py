@@ -72,7 +72,7 @@ def evaluate(project: Path, logs: Path, test: Path, weights: list[str], name: st
     """evaluate.py's summary.csv (a row per class and ``mean``) of ``weights`` on the held-out folder."""
     command = [sys.executable, "evaluate.py", "--data", str(test), "--weights", *weights, "--name", name]
     run(command + ["--tta"] * tta, project)
-    found = sorted(logs.glob(f"*/evaluation/{name}/summary.csv"))
+    found = sorted(logs.glob(f"*/evaluation/{name}*/summary.csv"))  # TTA and ensembles add a suffix
     return pd.read_csv(found[-1]).set_index("class")
 
 
