@@ -85,6 +85,7 @@ BASE_FILES = {
     "utils/tracking/explore.py",
     "utils/tracking/plot.py",
     "utils/tracking/report.py",
+    "utils/tracking/report_cv.py",
     "utils/tracking/report_plot.py",
     "utils/tracking/report_table.py",
     "notebooks/explore_runs.ipynb",
@@ -129,6 +130,7 @@ BASE_FILES = {
     "tests/test_metric_runs.py",
     "tests/test_metric_sums.py",
     "tests/test_report_nan.py",
+    "tests/test_report_cv.py",
     "tests/test_scheduler_metric.py",
     "tests/test_system_files.py",
 }
