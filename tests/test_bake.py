@@ -168,7 +168,12 @@ OPTION_FILES = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     },
-    "use_mlflow": {"extensions/mlflow_tracking.py", "tests/test_mlflow.py", "tests/test_mlflow_evaluation.py"},
+    "use_mlflow": {
+        "extensions/mlflow_tracking.py",
+        "tests/test_mlflow.py",
+        "tests/test_mlflow_evaluation.py",
+        "tests/test_mlflow_cv.py",
+    },
 }
 
 DEFAULTS = {
