@@ -73,8 +73,8 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tupl
 @pytest.fixture(scope="session")
 def shared_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, GlobalConfig]:
     """One completed cross-validation per test session (``train.py --folds 3`` of the tiny config, 30 samples, the
-    raw routine when the project has it), in its own folders: (its CvResult, the GlobalConfig it wrote to). The tests that only read a
-    finished cross-validation share it."""
+    raw routine when the project has it), in its own folders: (its CvResult, the GlobalConfig it wrote to). The
+    tests that only read a finished cross-validation share it."""
     from training.folds import cross_validate  # pylint: disable=import-outside-toplevel  # only when asked for
 
     root = tmp_path_factory.mktemp("shared_cv")
@@ -84,7 +84,8 @@ def shared_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, GlobalConf
         folders = get_global_config()
     config = {**_tiny_config(), "FOLDS": 3}
     config["DATASET_CONFIG"] = {**config["DATASET_CONFIG"], "n_samples": 30}
-    return cross_validate(config, folders, "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]), folders
+    routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]
+    return cross_validate(config, folders, routine), folders
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:

@@ -123,7 +123,7 @@ def test_undefined_values_print_as_nan_and_are_not_drawn(logs: Path, capsys: pyt
     table = report_cv.headline(report_cv.read_summary(folder))
     assert math.isnan(table.loc["val_dice", "fold_1"]) and table.loc["val_dice", "folds"] == 1
     figure = report_cv.plot_folds(report_cv.read_summary(folder), ["val_dice", "val_iou"])
-    dice_axis, iou_axis = figure.get_axes()
+    dice_axis, iou_axis = figure.axes
     assert math.isnan(dice_axis.lines[0].get_ydata()[1])  # a gap, not a zero
     assert [tick.get_text() for tick in dice_axis.get_xticklabels()] == ["fold_0", "fold_1\n(undefined)", "fold_2"]
     assert len(dice_axis.lines) == 4 and not dice_axis.patches  # the mean and out-of-fold lines, no spread band
@@ -152,10 +152,15 @@ def test_an_unfinished_cross_validation_shows_its_folds_and_exits_1(logs: Path, 
     ("argv", "message"),
     [
         (["--cv", "nope"], "error: unknown cross-validation 'nope' (cross-validations: {name})"),
-        (["--cv", "unet", "--metric", "recall"], "error: unknown metric 'recall' of the cross-validation; available: "
-         "val_dice, val_dice_pooled, val_iou, val_iou_pooled"),  # fmt: skip
-        (["--cv", "--session", "x", "--last", "2"], "error: --cv shows one cross-validation: --session, --last do "
-         "not apply"),  # fmt: skip
+        (
+            ["--cv", "unet", "--metric", "recall"],
+            "error: unknown metric 'recall' of the cross-validation; available: "
+            "val_dice, val_dice_pooled, val_iou, val_iou_pooled",
+        ),  # fmt: skip
+        (
+            ["--cv", "--session", "x", "--last", "2"],
+            "error: --cv shows one cross-validation: --session, --last do not apply",
+        ),  # fmt: skip
         (["--cv", "--plot", "2026"], "error: --cv shows one cross-validation: --plot RUN does not apply"),
     ],
 )

@@ -28,7 +28,7 @@ import pandas as pd
 from config.paths import get_global_config
 from utils.tracking.report_cv import (
     SUMMARY,
-    NoSummaryYet,
+    SummaryPendingError,
     choose_cv_metric,
     fold_runs,
     format_summary,
@@ -148,7 +148,7 @@ def report_cv(args: argparse.Namespace, log_dir: Path) -> int:
     runs = fold_runs(folder)
     try:
         summary = read_summary(folder)
-    except NoSummaryYet as err:  # the folds' progress, with the scores of those trained
+    except SummaryPendingError as err:  # the folds' progress, with the scores of those trained
         print(f"cross-validation {folder.name}: {len(runs)} folds in {folder}\n{format_table(runs)}")
         print(err, file=sys.stderr)
         return 1

@@ -23,7 +23,7 @@ FOLD_COLUMNS = ["fold", "run_name", "status", "epochs_completed", "best_epoch", 
 PANEL_INCHES, DPI = 4.5, 100  # each metric's panel of the folds figure
 
 
-class NoSummaryYet(ReportError):
+class SummaryPendingError(ReportError):
     """The cross-validation exists but has folds still to train or score: no cv_summary.csv to show yet."""
 
 
@@ -86,13 +86,13 @@ def read_summary(folder: Path) -> pd.DataFrame:
     """cv_summary.csv of the cross-validation in ``folder`` ("nan" read as NaN: undefined).
 
     Raises:
-        NoSummaryYet: its folds are not all trained and scored yet (the message names those still to do).
+        SummaryPendingError: its folds are not all trained and scored yet (the message names those still to do).
     """
     path = folder / SUMMARY
     if not path.is_file():
         folds = int(json.loads((folder / "cv.json").read_text(encoding="utf-8"))["folds"])
         todo = [str(fold) for fold in range(folds) if not (folder / f"fold_{fold}.json").is_file()]
-        raise NoSummaryYet(
+        raise SummaryPendingError(
             f"cross-validation {folder.name} has no {SUMMARY} yet: fold(s) {', '.join(todo)} of {folds} still to "
             f"train or score (python train.py --folds {folds} --resume {folder.name} with its config)"
         )
