@@ -30,6 +30,7 @@ from utils.tracking.report_cv import (
     SUMMARY,
     SummaryPendingError,
     choose_cv_metric,
+    figure_metrics,
     fold_runs,
     format_summary,
     plot_folds,
@@ -160,9 +161,8 @@ def report_cv(args: argparse.Namespace, log_dir: Path) -> int:
         print("nan: undefined (a fold or the whole set with nothing to count, see docs/data.md; skipped by the mean)")
     print(f"\nfold runs\n{format_table(runs[[c for c in runs.columns if not c.startswith('final_')]])}")
     if args.plot is not None:
-        metrics = [m for m in (metric, f"{metric}_pooled") if m in set(summary["metric"])]
         output = args.output or log_dir / "report.png"
-        plot_folds(summary, metrics, output)
+        plot_folds(summary, figure_metrics(summary, metric), output)
         print(f"plot: {output}")
     return 0
 

@@ -131,6 +131,12 @@ def choose_cv_metric(summary: pd.DataFrame, metric: str | None = None) -> str:
     raise ReportError(f"unknown metric {metric!r} of the cross-validation; available: {', '.join(names)}")
 
 
+def figure_metrics(summary: pd.DataFrame, metric: str | None = None) -> list[str]:
+    """The panels of :func:`plot_folds` by default: the metric of :func:`choose_cv_metric` and its pooled value."""
+    chosen = choose_cv_metric(summary, metric)
+    return [name for name in (chosen, f"{chosen}_pooled") if name in metrics_of(summary)]
+
+
 def headline(summary: pd.DataFrame) -> pd.DataFrame:
     """One row per metric: last.pt's ``mean``, ``std``, ``folds`` (with a value), ``out_of_fold`` and each fold,
     then best.pt's ``optimistic_mean`` and ``optimistic_out_of_fold``. NaN: undefined."""
