@@ -181,7 +181,7 @@ def plot_folds(summary: pd.DataFrame, metrics: Sequence[str], output: Path | Non
         ReportError: a metric that the summary does not have.
     """
     folds = fold_names(summary)
-    fig = Figure(figsize=(PANEL_INCHES * len(metrics), PANEL_INCHES * 0.8), dpi=DPI)
+    fig = Figure(figsize=(PANEL_INCHES * len(metrics), PANEL_INCHES), dpi=DPI)
     for axis, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         rows = summary[summary["metric"] == metric].set_index("checkpoint")
         if HEADLINE not in rows.index:
@@ -203,7 +203,7 @@ def plot_folds(summary: pd.DataFrame, metrics: Sequence[str], output: Path | Non
         axis.set_xlim(-0.5, len(folds) - 0.5)
         axis.set_title(metric)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+        axis.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)  # not over a fold
     fig.tight_layout()
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
