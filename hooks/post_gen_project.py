@@ -61,7 +61,12 @@ OPTIONAL_PATHS = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     ],
-    "use_mlflow": ["extensions/mlflow_tracking.py", "tests/test_mlflow.py", "tests/test_mlflow_evaluation.py"],
+    "use_mlflow": [
+        "extensions/mlflow_tracking.py",
+        "tests/test_mlflow.py",
+        "tests/test_mlflow_evaluation.py",
+        "tests/test_mlflow_cv.py",
+    ],
 }
 
 # Caches that tools leave when they are run inside the template folder itself; they are not part of a project.

@@ -89,6 +89,7 @@ BASE_FILES = {
     "utils/tracking/explore.py",
     "utils/tracking/plot.py",
     "utils/tracking/report.py",
+    "utils/tracking/report_cv.py",
     "utils/tracking/report_plot.py",
     "utils/tracking/report_table.py",
     "notebooks/explore_runs.ipynb",
@@ -136,6 +137,7 @@ BASE_FILES = {
     "tests/test_metric_runs.py",
     "tests/test_metric_sums.py",
     "tests/test_report_nan.py",
+    "tests/test_report_cv.py",
     "tests/test_scheduler_metric.py",
     "tests/test_system_files.py",
 }
@@ -173,7 +175,12 @@ OPTION_FILES = {
         "tests/test_hyperparameter.py",
         "tests/test_user_errors_search.py",
     },
-    "use_mlflow": {"extensions/mlflow_tracking.py", "tests/test_mlflow.py", "tests/test_mlflow_evaluation.py"},
+    "use_mlflow": {
+        "extensions/mlflow_tracking.py",
+        "tests/test_mlflow.py",
+        "tests/test_mlflow_evaluation.py",
+        "tests/test_mlflow_cv.py",
+    },
 }
 
 DEFAULTS = {

@@ -3,7 +3,9 @@
 Two one-epoch runs of a few samples (the default binary config, then configs/multiclass.py) go to a LOG_DIR and
 WEIGHT_DIR outside the project, as a user moves them; nbclient then runs every cell with an ipykernel on this
 interpreter and fails on any error. The outputs must hold the experiments table, the curves, and the grid of the
-best run, whose masks show the class colours; the committed notebook holds no outputs.
+best run, whose masks show the class colours, and say that there is no cross-validation yet; after a cross-validation
+of two folds, the notebook runs again and shows its summary and the figure of its folds. The committed notebook holds
+no outputs.
 """
 
 import base64
@@ -85,22 +87,41 @@ def test_the_notebook_runs_top_to_bottom_after_short_runs(cookies, tmp_path, mon
     # The multiclass run is shown whichever run scored best: the grid is then the coloured one.
     cell = next(cell for cell in notebook.cells if "RUN = None" in cell.source)
     cell.source = cell.source.replace("RUN = None", f"RUN = {multiclass!r}")
-    client = NotebookClient(
-        notebook, kernel_name=KERNEL, timeout=120, resources={"metadata": {"path": str(project / "notebooks")}}
-    )
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
+    execute(notebook, project)
 
     html = "\n".join(outputs(notebook, "text/html"))
     assert "<table" in html and all(name in html for name in experiments["run_name"])
     text = "\n".join(outputs(notebook, "text/plain"))
     assert f"runs: {runs / 'logs'}" in text and "2 of 2 runs, best first by best_val_dice" in text
     assert f"{multiclass}: multiclass, classes background, circle_triangle, rectangle" in text
+    assert f"no cross-validation in {runs / 'logs'} yet" in text
     curves, grid = outputs(notebook, "image/png")
     width, height = Image.open(io.BytesIO(base64.b64decode(curves))).size
     assert width > 2 * height > 600  # the two panels side by side (cropped to their content by the inline backend)
     assert all(has_colour(grid, colour) for colour in CLASS_COLOURS)
     # Nothing was written next to the notebook or into the project's own logs/ and weights/.
     assert not (project / "logs").exists() and not (project / "weights").exists()
+
+    # A cross-validation: its summary (last.pt's figures, best.pt's beside) and a panel of its folds per metric.
+    run([sys.executable, "train.py", "--folds", "2", *TINY], cwd=project, timeout=300, env=env)
+    cv_name = next((runs / "logs").glob("*/cv_summary.csv")).parent.name
+    notebook = nbformat.read(project / NOTEBOOK, as_version=4)
+    execute(notebook, project)
+    html = "\n".join(outputs(notebook, "text/html"))
+    assert cv_name in html and "optimistic_mean" in html and "out_of_fold" in html
+    assert f"{cv_name}: its fold runs" in "\n".join(outputs(notebook, "text/plain"))
+    *_, folds = outputs(notebook, "image/png")
+    assert len(outputs(notebook, "image/png")) == 3
+    width, height = Image.open(io.BytesIO(base64.b64decode(folds))).size
+    assert width > 1.5 * height  # val_dice and val_dice_pooled side by side
+
+
+def execute(notebook: nbformat.NotebookNode, project: Path) -> None:
+    """Run every cell of ``notebook`` with the test's kernel, from the project's notebooks/ folder."""
+    client = NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=120, resources={"metadata": {"path": str(project / "notebooks")}}
+    )
+    client.execute()  # raises CellExecutionError, with the cell and its traceback, on any error
 
 
 def test_make_notebook_opens_it_with_jupyterlab(cookies):

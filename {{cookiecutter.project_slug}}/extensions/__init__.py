@@ -9,7 +9,11 @@ Each module may define any of:
   ``on_start(run)``, ``on_step(run, loss)``, ``on_epoch_end(run, row)``, ``on_finish(run, result)``, and
   ``state_dict()`` / ``load_state_dict(state)`` for its own entry in the run's checkpoints;
 - ``on_evaluation(checkpoint, folder, log_dir)``: evaluate.py wrote the tables of ``checkpoint`` (the dict loaded
-  from its file) into ``folder``.
+  from its file) into ``folder``;
+- ``on_cross_validation(folder, log_dir)``: training/folds.py wrote a cross-validation's cv_summary.csv into
+  ``folder`` (LOG_DIR/<cv_name>/, beside its cv.json).
+
+Module functions, like a hook's ``on_finish``, report their own errors: the files they are told of are written.
 
 Only rank 0 of a distributed run calls hooks. A hook's error in ``on_finish`` is its own to report: it must not
 hide the run's outcome.
@@ -60,3 +64,10 @@ def evaluated(checkpoint: dict[str, Any], folder: Path, log_dir: Path) -> None:
     for module in modules():
         if hasattr(module, "on_evaluation"):
             module.on_evaluation(checkpoint, folder, log_dir)
+
+
+def cross_validated(folder: Path, log_dir: Path) -> None:
+    """Tell each extension that training/folds.py wrote the cv_summary.csv of the cross-validation in ``folder``."""
+    for module in modules():
+        if hasattr(module, "on_cross_validation"):
+            module.on_cross_validation(folder, log_dir)

@@ -4,7 +4,9 @@ Each run is one MLflow run in the experiment MLFLOW_EXPERIMENT (default: the SES
 parameters (the names of experiments.csv), each epoch's history.csv row as metrics with the epoch as their step,
 tags (routine, git commit, world size, status, and the keys a resume may change, EPOCHS first) and, at the end,
 config.json, history.csv, curves.png (and the weights with MLFLOW_LOG_WEIGHTS) as artifacts. A resumed run continues
-its MLflow run (its id is in the checkpoint). A trial of a search is a child run of its study's parent run.
+its MLflow run (its id is in the checkpoint). A trial of a search is a child run of its study's parent run, and a
+fold of a cross-validation one of the cross-validation's, to which its cv_summary.csv goes once written: last.pt's
+``cv_<metric>_mean``, ``_std`` and ``_oof`` (out-of-fold) as metrics, the config as parameters, its files as artifacts.
 
 Where: ``MLFLOW_TRACKING_URI`` when it is set (a team server), else an SQLite store in LOG_DIR (``mlflow.db``, the
 artifacts in ``mlartifacts/``; ``make mlflow-ui`` shows them). MLflow's client would retry an unreachable server for
@@ -13,6 +15,7 @@ without MLflow: its own files are complete either way.
 """
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from filelock import FileLock
 
 from config.checks import of_type
@@ -49,6 +53,9 @@ STATUSES = {"completed": "FINISHED", "failed": "FAILED", "interrupted": "KILLED"
 CHANGING = {*RESUMABLE_CHANGES, *CONFIG_KEYS}
 PARAM_LENGTH = 6000  # MLflow's longest parameter value (tags may be longer): a longer COMMENT is cut
 _BAD_KEY = re.compile(r"[^\w.\- /:]")
+# A parent run's kind -> the hook column (and tag) that names it: a search's study, a cross-validation.
+PARENTS = {"study": "study", "cross_validation": "cv_name"}
+CV_FILES = ["cv_summary.csv", "out_of_fold.csv", "folds.csv", "cv.json"]  # a cross-validation's, as artifacts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -136,46 +143,76 @@ class MlflowHook:
                 self._call("resume", self._log_tags, run, {})
         return not self.failed and self.run_id is not None
 
-    def _experiment_id(self, run: Any) -> str:
+    def _experiment_id(self, log_dir: Path) -> str:
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             return experiment.experiment_id
         location = None
         if "MLFLOW_TRACKING_URI" not in os.environ:  # the local store keeps its artifacts in LOG_DIR too
-            location = (run.recorder.run_dir.parent / "mlartifacts").resolve().as_uri()
+            location = (log_dir / "mlartifacts").resolve().as_uri()
         return self.client.create_experiment(self.experiment_name, artifact_location=location)
 
     def _create(self, run: Any) -> str:
-        """A new MLflow run with its parameters and tags (a child of its study's run in a search)."""
-        from mlflow.entities import Param  # pylint: disable=import-outside-toplevel
-
-        experiment_id = self._experiment_id(run)
+        """A new MLflow run with its parameters and tags (a child of its study's run in a search, of its
+        cross-validation's for a fold)."""
+        log_dir = run.recorder.run_dir.parent
+        experiment_id = self._experiment_id(log_dir)
         columns = {key: value for hook in run.hooks for key, value in getattr(hook, "columns", {}).items()}
         tags = {}
-        if "study" in columns:
-            tags["mlflow.parentRunId"] = self._study_run(run, experiment_id, str(columns["study"]))
+        for kind, column in PARENTS.items():
+            if column in columns:
+                tags["mlflow.parentRunId"] = self._parent_run(log_dir, experiment_id, kind, str(columns[column]))
         mlflow_run = self.client.create_run(experiment_id, run_name=run.recorder.run_name, tags=tags)
-        params = [
-            Param(_BAD_KEY.sub("_", key), _text(value)[:PARAM_LENGTH])
-            for key, value in flatten(run.jsonable_config).items()
-            if key.split(".")[0] not in CHANGING
-        ]
-        for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters a call
-            self.client.log_batch(mlflow_run.info.run_id, params=params[start : start + 100])
+        self._log_params(mlflow_run.info.run_id, run.jsonable_config)
         self._log_tags(run, {key: _text(value) for key, value in columns.items()}, mlflow_run.info.run_id)
         return mlflow_run.info.run_id
 
-    def _study_run(self, run: Any, experiment_id: str, study: str) -> str:
-        """The parent run of a search's study, created by its first trial (locked: parallel jobs start together)."""
-        with FileLock(run.recorder.run_dir.parent / ".mlflow-study.lock", timeout=60):
-            found = self.client.search_runs(
-                [experiment_id], filter_string=f"tags.study = '{study}' and tags.kind = 'study'", max_results=1
-            )
+    def _log_params(self, run_id: str, jsonable_config: dict[str, Any]) -> None:
+        """The flattened config as parameters, but for the keys a resume may change."""
+        from mlflow.entities import Param  # pylint: disable=import-outside-toplevel
+
+        params = [
+            Param(_BAD_KEY.sub("_", key), _text(value)[:PARAM_LENGTH])
+            for key, value in flatten(jsonable_config).items()
+            if key.split(".")[0] not in CHANGING
+        ]
+        for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters a call
+            self.client.log_batch(run_id, params=params[start : start + 100])
+
+    def _parent_run(self, log_dir: Path, experiment_id: str, kind: str, name: str) -> str:
+        """The parent run of a search's study or of a cross-validation (``kind``), tagged ``kind`` and with its name
+        under the column of PARENTS; created by its first child (locked: parallel jobs start together)."""
+        tags = {PARENTS[kind]: name, "kind": kind}
+        with FileLock(log_dir / ".mlflow-parent.lock", timeout=60):
+            query = " and ".join(f"tags.{key} = '{value}'" for key, value in tags.items())
+            found = self.client.search_runs([experiment_id], filter_string=query, max_results=1)
             if found:
                 return found[0].info.run_id
-            parent = self.client.create_run(experiment_id, run_name=study, tags={"study": study, "kind": "study"})
-            self.client.set_terminated(parent.info.run_id, "FINISHED")  # a folder for the trials, never running
+            parent = self.client.create_run(experiment_id, run_name=name, tags=tags)
+            self.client.set_terminated(parent.info.run_id, "FINISHED")  # a folder for the children, never running
             return parent.info.run_id
+
+    def log_cross_validation(self, folder: Path, log_dir: Path) -> None:
+        """To the parent run of the cross-validation in ``folder``: its config as parameters (FOLD left out: each
+        fold's own), last.pt's ``cv_<metric>_mean``, ``_std`` and ``_oof`` from cv_summary.csv as metrics at step
+        0 (NaN where undefined), and its files as artifacts."""
+        from mlflow.entities import Metric  # pylint: disable=import-outside-toplevel
+
+        state = json.loads((folder / "cv.json").read_text(encoding="utf-8"))
+        experiment_id = self._experiment_id(log_dir)
+        run_id = self._parent_run(log_dir, experiment_id, "cross_validation", state["cv_name"])
+        self._log_params(run_id, {key: value for key, value in state["config"].items() if key != "FOLD"})
+        summary = pd.read_csv(folder / "cv_summary.csv")
+        now, metrics = int(time.time() * 1000), []
+        for row in summary[summary["checkpoint"] == "last.pt"].itertuples():
+            for suffix, value in (("mean", row.mean), ("std", row.std), ("oof", row.out_of_fold)):
+                metrics.append(Metric(_BAD_KEY.sub("_", f"cv_{row.metric}_{suffix}"), float(value), now, 0))
+        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a call
+            self.client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        self.client.set_tag(run_id, "folds", str(state["folds"]))
+        for name in CV_FILES:
+            if (folder / name).is_file():
+                self.client.log_artifact(run_id, str(folder / name))
 
     def _log_tags(self, run: Any, extra: dict[str, str], run_id: str | None = None) -> None:
         """Tags, and the keys a resume may change (EPOCHS...), which MLflow would refuse to change as parameters."""
@@ -239,6 +276,18 @@ def on_evaluation(checkpoint: dict[str, Any], folder: Path, log_dir: Path) -> No
         hook._call(  # pylint: disable=protected-access
             "artifact upload", hook.client.log_artifacts, run_id, str(folder), f"evaluation/{folder.name}"
         )
+
+
+def on_cross_validation(folder: Path, log_dir: Path) -> None:
+    """A cross-validation logged with MLflow (MLFLOW in its cv.json): its cv_summary.csv to its parent run
+    (:meth:`MlflowHook.log_cross_validation`); a failure is one warning (the files are written already)."""
+    config = json.loads((folder / "cv.json").read_text(encoding="utf-8"))["config"]
+    if not config.get("MLFLOW"):
+        return
+    hook = MlflowHook(config)
+    hook._call("connect", hook._connect_to, log_dir)  # pylint: disable=protected-access  # its bounded call
+    if hook.client is not None:
+        hook._call("cross-validation summary", hook.log_cross_validation, folder, log_dir)  # pylint: disable=protected-access
 
 
 def make_hook(config: dict[str, Any]) -> MlflowHook | None:

@@ -7,10 +7,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from config.overrides import ROUTINES
 from config.paths import GlobalConfig, get_global_config
 from config.train_config import TRAIN_CONFIG
 from training.records import RunResult
@@ -66,6 +68,24 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tupl
         return runs[routine]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def shared_cv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, GlobalConfig]:
+    """One completed cross-validation per test session (``train.py --folds 3`` of the tiny config, 30 samples, the
+    raw routine when the project has it), in its own folders: (its CvResult, the GlobalConfig it wrote to). The
+    tests that only read a finished cross-validation share it."""
+    from training.folds import cross_validate  # pylint: disable=import-outside-toplevel  # only when asked for
+
+    root = tmp_path_factory.mktemp("shared_cv")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name in ("DATA_DIR", "LOG_DIR", "WEIGHT_DIR"):
+            monkeypatch.setenv(name, str(root / name.split("_", maxsplit=1)[0].lower()))
+        folders = get_global_config()
+    config = {**_tiny_config(), "FOLDS": 3}
+    config["DATASET_CONFIG"] = {**config["DATASET_CONFIG"], "n_samples": 30}
+    routine = "pytorch" if "pytorch" in ROUTINES else ROUTINES[0]
+    return cross_validate(config, folders, routine), folders
 
 
 def _run_script(*args: str) -> subprocess.CompletedProcess:

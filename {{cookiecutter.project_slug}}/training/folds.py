@@ -23,6 +23,7 @@ import pandas as pd
 from filelock import FileLock
 from torch.utils.data import Subset
 
+import extensions
 from config.device import get_device
 from config.paths import GlobalConfig
 from config.schema import SCHEMA, validate_config
@@ -243,4 +244,6 @@ def cross_validate(
         if is_zero and not (cv.folder / f"fold_{fold}.json").is_file():
             cv.score(fold, str(run_name))
     summary = cv.summarize() if is_zero else None
+    if summary is not None:
+        extensions.cross_validated(cv.folder, global_config.LOG_DIR)  # e.g. the summary to the folds' tracking
     return CvResult(cv.name, "completed", cv.folder, global_config.WEIGHT_DIR, len(todo), None, summary=summary)

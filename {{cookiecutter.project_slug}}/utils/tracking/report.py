@@ -7,13 +7,16 @@ Run from the project root (or ``make report ARGS="..."``)::
     python -m utils.tracking.report --metric val_loss                # a loss sorts lowest first
     python -m utils.tracking.report --plot latest 20250101-120000_unet_shapes_pytorch
     python -m utils.tracking.report --session unet_shapes --plot     # the curves of every run the table shows
+    python -m utils.tracking.report --cv                             # the latest cross-validation's summary
+    python -m utils.tracking.report --cv unet_shapes_cv5 --metric dice --plot   # and each fold's dice, in a PNG
 
-Exit status: 0 when a table was printed; 1 when the filters leave no run (as with grep, "nothing matched" is an
-answer, not a failure, but a script can still tell it apart); 2 on an error: no experiments.csv yet, an unknown
-column or run, or runs without any history.csv to plot.
+Exit status: 0 when a table was printed; 1 when the filters leave no run, or the cross-validation of --cv has folds
+still to train (as with grep, "nothing matched" is an answer, not a failure, but a script can still tell it apart);
+2 on an error: no experiments.csv yet, an unknown column, run, cross-validation or metric, no cross-validation yet,
+or runs without any history.csv to plot.
 
 This module is the command line; the table's steps are in :mod:`utils.tracking.report_table`, the curves in
-:mod:`utils.tracking.report_plot`.
+:mod:`utils.tracking.report_plot`, the cross-validations in :mod:`utils.tracking.report_cv`.
 """
 
 import argparse
@@ -23,6 +26,18 @@ from pathlib import Path
 import pandas as pd
 
 from config.paths import get_global_config
+from utils.tracking.report_cv import (
+    SUMMARY,
+    SummaryPendingError,
+    choose_cv_metric,
+    figure_metrics,
+    fold_runs,
+    format_summary,
+    plot_folds,
+    read_summary,
+    related_metrics,
+    resolve_cv,
+)
 from utils.tracking.report_plot import MAX_PLOT_RUNS, plot_histories, resolve_runs
 from utils.tracking.report_table import (
     ReportError,
@@ -84,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="overlay the curves of these runs (names, 'latest', or the unique start of a name) in one PNG, "
         f"and show only them; without names: the runs of the table (the best {MAX_PLOT_RUNS})",
     )
+    parser.add_argument(
+        "--cv",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="NAME",
+        help="a cross-validation's cv_summary.csv and fold runs instead (its name, the unique start of one, or "
+        "'latest': the default); --metric keeps that metric's rows, --plot draws each fold's value",
+    )
     parser.add_argument("--output", type=Path, default=None, help="PNG of --plot (default: LOG_DIR/report.png)")
     return parser
 
@@ -109,6 +133,40 @@ def _no_match_message(table: pd.DataFrame, args: argparse.Namespace) -> str:
     return f"no run matches {' '.join(given)} ({'; '.join(known)})"
 
 
+def report_cv(args: argparse.Namespace, log_dir: Path) -> int:
+    """``--cv``: the summary of a cross-validation (0), or its fold runs while folds are still to train (1).
+
+    Raises:
+        ReportError: no such cross-validation, an unknown metric, or an option that applies to runs only.
+    """
+    others = {"--session": args.session, "--routine": args.routine, "--status": args.status, "--last": args.last,
+              "--all-columns": args.all_columns, "--ascending/--descending": args.ascending is not None,
+              "--plot RUN": args.plot}  # fmt: skip
+    if given := [name for name, value in others.items() if value]:
+        verb = "does" if len(given) == 1 else "do"
+        raise ReportError(f"--cv shows one cross-validation: {', '.join(given)} {verb} not apply")
+    folder = resolve_cv(log_dir, args.cv)
+    runs = fold_runs(folder)
+    try:
+        summary = read_summary(folder)
+    except SummaryPendingError as err:  # the folds' progress, with the scores of those trained
+        print(f"cross-validation {folder.name}: {len(runs)} folds in {folder}\n{format_table(runs)}")
+        print(err, file=sys.stderr)
+        return 1
+    metric = choose_cv_metric(summary, args.metric)  # before any output: a wrong name is one line
+    if args.metric is not None:
+        summary = summary[summary["metric"].isin(related_metrics(summary, metric))]
+    print(f"cross-validation {folder.name}: {len(runs)} folds in {folder}\n{format_summary(summary)}")
+    if summary[["mean", "std", "out_of_fold"]].isna().to_numpy().any():
+        print("nan: undefined (a fold or the whole set with nothing to count, see docs/data.md; skipped by the mean)")
+    print(f"\nfold runs\n{format_table(runs[[c for c in runs.columns if not c.startswith('final_')]])}")
+    if args.plot is not None:
+        output = args.output or log_dir / "report.png"
+        plot_folds(summary, figure_metrics(summary, metric), output)
+        print(f"plot: {output}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit status (0 table, 1 no matching run, 2 error)."""
     args = build_parser().parse_args(argv)
@@ -116,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         setattr(args, name, split_values(getattr(args, name)))
     log_dir = get_global_config().LOG_DIR
     try:
+        if args.cv is not None:
+            return report_cv(args, log_dir)
         table = load_experiments(log_dir)
         metric = choose_metric(table, args.metric)
         selected = select_runs(table, args.session, args.routine, args.status)
@@ -137,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(selected[columns], compact=not args.all_columns))
         if hidden:
             print(f"also differ: {', '.join(hidden)} (--all-columns shows them)")
+        if "cv_name" in selected.columns and (cvs := selected["cv_name"].dropna().unique().tolist()):
+            print(f"cross-validations: {', '.join(map(str, cvs))} (--cv NAME shows one's {SUMMARY})")
         if args.plot is not None:
             plotted = selected if args.plot else selected.head(MAX_PLOT_RUNS)
             print(f"plot: {plot_histories(plotted, log_dir, args.output or log_dir / 'report.png', metric)}")

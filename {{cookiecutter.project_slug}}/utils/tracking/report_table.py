@@ -15,8 +15,11 @@ from pandas.api.types import is_numeric_dtype
 # The compact table shows at most this many hyper-parameters that differ between the runs: more would wrap the
 # table on a laptop screen. The others are named under the table, and --all-columns shows them.
 MAX_PARAMETER_COLUMNS = 6
-# Config keys that repeat a column the table already has (routine) or that the run name holds (session).
-DUPLICATE_KEYS = {"SESSION_NAME", "ROUTINE"}
+# Config keys that repeat a column the table already has (routine, a cross-validation's fold) or that the run name
+# holds (session).
+DUPLICATE_KEYS = {"SESSION_NAME", "ROUTINE", "FOLD"}
+# A cross-validation's runs (training/folds.py): which one and which fold, shown when a run of the table has them.
+CV_COLUMNS = ["cv_name", "fold"]
 # A class or function saved in the config as "module.QualName": the compact table shows its last part only.
 DOTTED_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
@@ -128,7 +131,8 @@ def report_columns(table: pd.DataFrame, metric: str | None, all_columns: bool = 
     if all_columns:
         return list(table.columns), []
     best_val = [c for c in table.columns if c.startswith("best_val_")]
-    outcome = ["run_name", "routine", "status", "epochs_completed", "best_epoch", *best_val]
+    folds = [c for c in CV_COLUMNS if c in table.columns and table[c].notna().any()]
+    outcome = ["run_name", "routine", "status", *folds, "epochs_completed", "best_epoch", *best_val]
     if metric is not None and metric not in outcome:
         outcome.append(metric)  # the sort column is always shown, e.g. --metric final_val_dice
     outcome.append("duration_s")
@@ -158,13 +162,19 @@ def _format_cell(value: object, column: str, compact: bool) -> str:
 def format_table(table: pd.DataFrame, compact: bool = True) -> str:
     """An aligned text table: numbers right-aligned, text left-aligned, one line per row."""
     cells = {c: [_format_cell(v, c, compact) for v in table[c].tolist()] for c in table.columns}
-    lines = []
-    for row in range(-1, len(table)):  # row -1 is the header
+    numeric = {c for c in table.columns if is_numeric_dtype(table[c]) and table[c].dtype != bool}
+    return align(cells, numeric)
+
+
+def align(cells: dict[str, list[str]], right: Iterable[str] = ()) -> str:
+    """Column name -> its cells as text, as aligned lines: the ``right`` columns right-aligned, the others left."""
+    right, lines = set(right), []
+    rows = len(next(iter(cells.values()), []))
+    for row in range(-1, rows):  # row -1 is the header
         parts = []
         for column, values in cells.items():
             width = max([len(column), *map(len, values)])
             text = column if row < 0 else values[row]
-            numeric = is_numeric_dtype(table[column]) and table[column].dtype != bool
-            parts.append(text.rjust(width) if numeric else text.ljust(width))
+            parts.append(text.rjust(width) if column in right else text.ljust(width))
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
