@@ -85,11 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         tmp_path = Path(tmp)
         project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path), default_config=True))
         logs, weights = tmp_path / "logs", tmp_path / "weights"
-        os.environ.update(LOG_DIR=str(logs), WEIGHT_DIR=str(weights), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+        os.environ.update(
+            LOG_DIR=str(logs), WEIGHT_DIR=str(weights), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2")
+        )
         write_test_folder(project, tmp_path / "test", args)
         train = [sys.executable, "train.py", "--config", "configs/multiclass.py", "--folds", str(args.folds)]
         train += ["--epochs", str(args.epochs), "--set", f"DATASET_CONFIG.n_samples={args.samples}"]
-        train += ["--set", f"DATASET_CONFIG.size={args.size}", "--set", f"MODEL_CONFIG.base_channels={args.base_channels}"]
+        train += [
+            "--set",
+            f"DATASET_CONFIG.size={args.size}",
+            "--set",
+            f"MODEL_CONFIG.base_channels={args.base_channels}",
+        ]
         clock = time.perf_counter()
         run(train + ["--set", "DEVICE='cpu'"], project)
         train_s = time.perf_counter() - clock
@@ -107,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             ensemble = evaluate(project, logs, tmp_path / "test", [cv_folder.name], f"ensemble{tta}", tta)
             rows[f"{args.folds}-fold ensemble" + (" + TTA" if tta else "")] = figures([ensemble])
         summary = pd.read_csv(cv_folder / "cv_summary.csv").set_index(["checkpoint", "metric"])
-        for checkpoint, label in (("last.pt", "out-of-fold estimate (last.pt)"), ("best.pt", "out-of-fold, best.pt (optimistic)")):
+        for checkpoint, label in (
+            ("last.pt", "out-of-fold estimate (last.pt)"),
+            ("best.pt", "out-of-fold, best.pt (optimistic)"),
+        ):
             rows[label] = {c: summary.loc[(checkpoint, f"val_dice_{c}"), "out_of_fold"] for c in classes}
             rows[label]["mean"] = summary.loc[(checkpoint, "val_dice"), "out_of_fold"]
             rows[label]["pooled"] = summary.loc[(checkpoint, "val_dice_pooled"), "out_of_fold"]

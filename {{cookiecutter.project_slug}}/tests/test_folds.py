@@ -119,7 +119,8 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     caplog.set_level("INFO", logger="project")
     result = cross_validate(config, global_config, ROUTINES[0])
     folder = result.run_dir
-    assert folder == global_config.LOG_DIR / result.run_name and result.run_name.startswith(f"unet_shapes_{ROUTINES[0]}_cv3_")
+    assert folder == global_config.LOG_DIR / result.run_name
+    assert result.run_name.startswith(f"unet_shapes_{ROUTINES[0]}_cv3_")
 
     splits = pd.read_csv(folder / "folds.csv")
     assert splits["image"].tolist() == list(range(31)) and sorted(splits["fold"].value_counts()) == [10, 10, 11]
