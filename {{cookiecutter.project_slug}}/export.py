@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
 
 from config.paths import get_global_config
@@ -81,7 +82,7 @@ def write_onnx(predictor: Predictor, checkpoint: Path, path: Path, opset: int | 
             )
     except Exception as err:  # pylint: disable=broad-exception-caught  # torch.export and onnxscript share no base
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExportError(f"{checkpoint}: its model cannot be exported to ONNX ({type(err).__name__}: {first})") from None
+        raise ExportError(f"{checkpoint}: its model cannot be exported ({type(err).__name__}: {first})") from None
     nodata = predictor.nodata
     program.model.metadata_props.update(
         metadata_props(
@@ -106,17 +107,15 @@ def write_onnx(predictor: Predictor, checkpoint: Path, path: Path, opset: int | 
 def max_difference(predictor: Predictor, path: Path) -> float:
     """The largest |onnxruntime logits - torch logits| over the sizes of :func:`check_sizes`, on seeded standard
     normal images (what normalised images look like)."""
-    import onnxruntime  # pylint: disable=import-outside-toplevel  # only export needs it; predict does not
-
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng, worst = np.random.default_rng(0), 0.0
+    rng, differences = np.random.default_rng(0), []
     for batch, height, width in check_sizes(predictor.divisor):
         images = rng.standard_normal((batch, predictor.in_channels, height, width), dtype=np.float32)
         with torch.no_grad():
             expected = predictor.model(torch.from_numpy(images)).float().numpy()
         (logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: images})
-        worst = max(worst, float(np.abs(logits - expected).max()))
-    return worst
+        differences.append(np.abs(logits - expected).max())
+    return float(np.max(differences))  # NaN stays NaN, where max() would skip it
 
 
 def export(weights: list[str] | None, output: str | None, opset: int | None) -> tuple[Path, Path, float]:
@@ -145,7 +144,7 @@ def export(weights: list[str] | None, output: str | None, opset: int | None) -> 
     try:
         write_onnx(predictor, checkpoint, temporary, opset)
         difference = max_difference(predictor, temporary)
-        if not difference < TOLERANCE:  # nan too
+        if math.isnan(difference) or difference >= TOLERANCE:
             raise ExportError(f"onnxruntime's logits differ from torch's by {difference:.2e} (over {TOLERANCE:g})")
         os.replace(temporary, path)
     finally:
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--weights", nargs="+", help="a checkpoint, a run name or latest (default: latest's best.pt)")
     parser.add_argument("-o", "--output", help="the ONNX file (default: the checkpoint's name with .onnx, beside it)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's, 20 in torch 2.13)")
+    parser.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's; 20 in torch 2.13)")
     args = parser.parse_args(argv)
     try:
         checkpoint, path, difference = export(args.weights, args.output, args.opset)
