@@ -96,7 +96,7 @@ def write_onnx(predictor: Predictor, checkpoint: Path, path: Path, opset: int | 
                 "normalization": predictor.stats,
                 "nodata": None if nodata is None else float(nodata),
                 "run_name": predictor.run_name,
-                "source": str(checkpoint),
+                "source": checkpoint.name,  # the file's name alone: a shipped model carries no local path
                 "torch_version": torch.__version__,
             }
         )

@@ -17,7 +17,8 @@ Each value of the model's ``metadata_props`` is a JSON string:
 - ``normalization``: the run's statistics (utils/data/normalization.py: ``method`` "meanstd" with ``mean`` and
   ``std``, or "percentile" with its range, one value per band), or null: images go in as read.
 - ``nodata``: the image value that means no data (NaN always does), or null.
-- ``run_name``, ``source``: the run and the checkpoint the file was exported from; ``torch_version``: the exporter.
+- ``run_name``, ``source``: the run and the checkpoint file (its name, no local path) the file was exported from;
+  ``torch_version``: the exporter.
 """
 
 from __future__ import annotations
