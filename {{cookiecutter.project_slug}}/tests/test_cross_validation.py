@@ -84,7 +84,7 @@ def test_an_array_jobs_folds_make_one_cross_validation_and_the_last_writes_its_s
     assert [process.returncode for process in first] == [0, 0], outputs
     folders = [path for path in global_config.LOG_DIR.iterdir() if (path / "cv.json").is_file()]
     assert len(folders) == 1 and not (folders[0] / "cv_summary.csv").exists()
-    assert "folds still to train: no summary yet" in outputs[0]
+    assert all(" incomplete: fold(s) " in out and "2 still to train: no summary yet" in out for out in outputs)
     last = run_fold(2, venv)
     output = last.communicate(timeout=240)[0]
     assert last.returncode == 0 and "cv_summary.csv written" in output, output
@@ -133,3 +133,20 @@ def test_every_routine_cross_validates(routine: str, tiny_config: dict, global_c
         assert summary.loc[("last.pt", "val_dice"), f"fold_{row.fold}"] == pytest.approx(
             history["val_dice"].iloc[-1], abs=1e-6
         )
+
+
+def test_a_fold_whose_weights_or_record_are_lost_is_made_whole_again(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    config = {**tiny_config, "DATASET_CONFIG": {"n_samples": 30, "size": 32, "seed": 0}, "FOLDS": 2}
+    first = cross_validate(config, global_config, ROUTINE)
+    runs = json.loads((first.run_dir / "cv.json").read_text())["runs"]
+    (first.run_dir / "cv.json").unlink()  # rebuilt from experiments.csv, not left without runs
+    (global_config.WEIGHT_DIR / runs["1"] / "last.pt").unlink()  # fold 1 cannot be predicted with: trained again
+    again = cross_validate(config, global_config, ROUTINE, resume="latest")
+    rebuilt = json.loads((first.run_dir / "cv.json").read_text())["runs"]
+    assert again.status == "completed" and rebuilt["0"] == runs["0"] and rebuilt["1"] != runs["1"]
+    assert (global_config.WEIGHT_DIR / rebuilt["1"] / "last.pt").is_file()
+    assert json.loads((first.run_dir / "fold_1.json").read_text())["run_name"] == rebuilt["1"]  # scored anew
+    rows = pd.read_csv(global_config.LOG_DIR / "experiments.csv")
+    assert rows["fold"].tolist() == [0, 1, 1] and set(rows["status"]) == {"completed"}

@@ -183,3 +183,31 @@ def test_train_py_refuses_a_cross_validation_that_cannot_be_in_one_line_and_writ
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     assert not global_config.LOG_DIR.exists() and not global_config.WEIGHT_DIR.exists()
+
+
+def test_a_fold_without_the_checkpoint_metrics_class_is_refused_before_any_fold_trains(
+    tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    for sub in ("images", "masks"):
+        (tmp_path / sub).mkdir()
+    for scene in range(3):
+        for tile in range(2):
+            pixels = np.zeros((8, 8), dtype=np.uint8)
+            pixels[:4, :4] = 255 * (scene > 0)  # scene0: no foreground anywhere
+            for sub in ("images", "masks"):
+                Image.fromarray(pixels).save(tmp_path / sub / f"scene{scene}_{tile}.png")
+    config = {
+        **tiny_config,
+        "DATASET": SegmentationFolder,
+        "DATASET_CONFIG": {"root": str(tmp_path)},
+        "VAL_GROUPS": r"^(scene\d)_",
+        "FOLDS": 3,
+        "DATA_LOADER_CONFIG": {"batch_size": 2, "num_workers": 0},
+    }
+    with pytest.raises(
+        ConfigError, match=r"CHECKPOINT_METRIC val_dice is never defined on fold \d: .* no pixel of fore"
+    ):
+        cross_validate(config, global_config, ROUTINES[0])
+    assert not global_config.LOG_DIR.exists()  # no fold trained, nothing written
+    result = cross_validate({**config, "CHECKPOINT_METRIC": "val_loss"}, global_config, ROUTINES[0])
+    assert result.status == "completed"

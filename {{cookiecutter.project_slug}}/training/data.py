@@ -70,7 +70,7 @@ def fold_split(config: dict[str, Any], dataset: Dataset) -> tuple[Dataset, Datas
     Raises:
         ConfigError: FOLD is None (only train.py --folds trains every fold), or fewer samples or groups than FOLDS.
     """
-    fold, folds = config["FOLD"], fold_assignment(config, dataset)
+    fold, (folds, _) = config["FOLD"], fold_assignment(config, dataset)
     if fold is None:
         raise ConfigError(f"FOLDS={config['FOLDS']} needs FOLD, the fold to validate on; train.py --folds trains each")
     is_val = folds == fold
@@ -84,17 +84,18 @@ def fold_split(config: dict[str, Any], dataset: Dataset) -> tuple[Dataset, Datas
 # What decides a split into folds; the folds of one process's cross-validation are made once, on its first fold.
 SPLIT_KEYS = ("DATASET", "DATASET_CONFIG", "VAL_GROUPS", "FOLDS", "SEED", "TASK", "CLASSES", "MASK_VALUES",
               "IGNORE_INDEX", "MASK_THRESHOLD")  # fmt: skip
-_FOLDS: dict[str, np.ndarray] = {}
+_FOLDS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def fold_assignment(config: dict[str, Any], dataset: Dataset) -> np.ndarray:
-    """The fold of every sample of ``dataset`` (DATASET), int64 [N] in 0..FOLDS-1 (see :func:`fold_split`)."""
+def fold_assignment(config: dict[str, Any], dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The fold of every sample of ``dataset`` (DATASET), int64 [N] in 0..FOLDS-1 (see :func:`fold_split`), and the
+    class presence it balanced, bool [N, K] (utils/data/kfold.py: binary K=1, the foreground)."""
     key = json.dumps(to_jsonable({key: config[key] for key in SPLIT_KEYS}), sort_keys=True)
     if key not in _FOLDS:
         groups = group_names(dataset, config["VAL_GROUPS"]) if config["VAL_GROUPS"] is not None else None
         presence = class_presence(dataset, mask_encoder(config))  # a pass over the masks
         try:
-            _FOLDS[key] = assign_folds(presence, groups, config["FOLDS"], config["SEED"])
+            _FOLDS[key] = assign_folds(presence, groups, config["FOLDS"], config["SEED"]), presence
         except ValueError as err:
             raise ConfigError(str(err)) from None
     return _FOLDS[key]

@@ -11,16 +11,18 @@ The headline is last.pt's: best.pt and early stopping chose on the very images t
 are reported beside, ``optimistic``.
 """
 
+import functools
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from torch.utils.data import Subset
 
 import extensions
@@ -32,6 +34,7 @@ from training import data, distributed
 from training.build import LOGGER, instantiate
 from training.checkpoint import RESUMABLE_CHANGES, CheckpointError, check_resume_config
 from training.records import RunResult
+from training.sanity_checks import check_fold_classes
 from utils.data.images import DataError
 from utils.data.samples import SegmentationSamples
 from utils.evaluation import evaluate_whole, tables
@@ -72,10 +75,12 @@ class CvResult(RunResult):
     """What :func:`cross_validate` returns: ``run_name`` is the cross-validation's, ``run_dir`` its folder."""
 
     summary: pd.DataFrame | None = None
+    missing: list[int] = field(default_factory=list)  # the folds not scored yet (an array job's other tasks)
 
     def report(self) -> str:
         """Where the cross-validation's files are, and whether its summary is written."""
-        done = "cv_summary.csv written" if self.summary is not None else "folds still to train: no summary yet"
+        done = f"fold(s) {', '.join(map(str, self.missing))} still to train: no summary yet"
+        done = "cv_summary.csv written" if self.summary is not None else done
         return f"cross-validation {self.run_name} {self.status}: {done}\nlogs: {self.run_dir}"
 
 
@@ -113,8 +118,9 @@ class CrossValidation:
             ConfigError: the data changed since the folds were made (another split would mix the folds' images).
         """
         dataset = instantiate(self.config, "DATASET")
-        folds = data.fold_assignment(self.config, dataset)  # refuses too few samples or groups before any write
-        self.update()
+        folds, presence = data.fold_assignment(self.config, dataset)  # too few samples or groups: refused
+        check_fold_classes(self.config, folds, presence)  # before any write, and before any fold trains
+        self.update(runs={str(fold): name for fold, (name, _) in self.fold_runs().items()})  # a lost cv.json too
         pairs = getattr(dataset, "pairs", None)
         table = pd.DataFrame({"image": [Path(p[0]).stem for p in pairs] if pairs else range(len(folds)), "fold": folds})
         path = self.folder / "folds.csv"
@@ -135,11 +141,34 @@ class CrossValidation:
         rows = rows[rows["cv_name"] == self.name].sort_values("started_at")
         return {int(row.fold): (str(row.run_name), str(row.status)) for row in rows.itertuples()}
 
+    def claim(self, fold: int) -> FileLock:
+        """The fold's lock, held while it trains and is scored: one process a fold (an array task run twice).
+
+        Raises:
+            ConfigError: another process holds it, naming its pid.
+        """
+        lock, owner = FileLock(self.folder / f".fold_{fold}.lock"), self.folder / f".fold_{fold}.pid"
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            pid = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown"
+            raise ConfigError(
+                f"fold {fold} of cross-validation {self.name} is being trained by another process (pid {pid}); wait "
+                "for it to end, or stop it"
+            ) from None
+        owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        return lock
+
+    def scored(self, fold: int, run_name: str) -> bool:
+        """Whether fold_<i>.json holds the scores of ``run_name`` (not of a run that the fold had before)."""
+        path = self.folder / f"fold_{fold}.json"
+        return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("run_name") == run_name
+
     def score(self, fold: int, run_name: str) -> None:
         """fold_<i>.json and fold_<i>_per_image.csv: last.pt and best.pt on the fold's validation images, with the
         batches validation makes (so last.pt's figures are history.csv's last row)."""
         dataset = instantiate(self.config, "DATASET")
-        indices = np.flatnonzero(data.fold_assignment(self.config, dataset) == fold).tolist()
+        indices = np.flatnonzero(data.fold_assignment(self.config, dataset)[0] == fold).tolist()
         names = pd.read_csv(self.folder / "folds.csv", dtype=str)["image"].iloc[indices].tolist()
         device, scores, per_image = get_device(self.config["DEVICE"]), {"run_name": run_name}, []
         for file in CHECKPOINTS:
@@ -233,17 +262,29 @@ def cross_validate(
         )
     train = importlib.import_module(f"training.{routine}_training").train
     for fold in todo:
-        run_name, status = runs.get(fold, (None, None))
-        if status != "completed":
+        lock = distributed.on_rank_zero(functools.partial(cv.claim, fold), (ConfigError,))
+        try:  # read again under the lock: another process may have trained the fold since
+            run_name, status = distributed.broadcast_object(cv.fold_runs().get(fold, (None, None)))
             last = run_name is not None and (global_config.run_weight_dir(run_name) / "last.pt").is_file()
-            LOGGER.info("cross-validation %s: fold %d of %d%s", cv.name, fold, validated["FOLDS"],
-                        f", continuing run {run_name}" if last else "")  # fmt: skip
-            fold_config = {**config, "FOLD": fold}
-            run_name = train(fold_config, global_config, resume=run_name if last else None,
-                             hooks=[FoldHook(cv, fold)], **options).run_name  # fmt: skip
-        if is_zero and not (cv.folder / f"fold_{fold}.json").is_file():
-            cv.score(fold, str(run_name))
+            if status != "completed" or not last:
+                if status == "completed":
+                    LOGGER.warning("fold %d: run %s has no last.pt any more: the fold is trained again", fold, run_name)
+                LOGGER.info("cross-validation %s: fold %d of %d%s", cv.name, fold, validated["FOLDS"],
+                            f", continuing run {run_name}" if last else "")  # fmt: skip
+                resumed = run_name if last and status != "completed" else None
+                hooks = [FoldHook(cv, fold)]
+                run_name = train(
+                    {**config, "FOLD": fold}, global_config, resume=resumed, hooks=hooks, **options
+                ).run_name
+            if is_zero and not cv.scored(fold, str(run_name)):
+                cv.score(fold, str(run_name))
+        finally:
+            if lock is not None:
+                lock.release()
     summary = cv.summarize() if is_zero else None
     if summary is not None:
         extensions.cross_validated(cv.folder, global_config.LOG_DIR)  # e.g. the summary to the folds' tracking
-    return CvResult(cv.name, "completed", cv.folder, global_config.WEIGHT_DIR, len(todo), None, summary=summary)
+    missing = [fold for fold in range(validated["FOLDS"]) if not (cv.folder / f"fold_{fold}.json").is_file()]
+    status = "completed" if summary is not None else "incomplete"
+    return CvResult(cv.name, status, cv.folder, global_config.WEIGHT_DIR, len(todo), None, summary=summary,
+                    missing=missing)  # fmt: skip

@@ -11,6 +11,7 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -143,6 +144,25 @@ def check_validation_classes(
         ", ".join(absent),
     )
     return absent
+
+
+def check_fold_classes(config: dict[str, Any], folds: np.ndarray, presence: np.ndarray) -> None:
+    """Before a cross-validation's first fold: CHECKPOINT_METRIC must be defined on every fold's validation images
+    (``folds`` [N] each sample's fold, ``presence`` bool [N, K] its classes), the rule of
+    :func:`check_validation_classes`, so that no fold is refused after the others have trained.
+
+    Raises:
+        ConfigError: a fold validates on images without any of the classes the metric averages.
+    """
+    classes, metric = config["CLASSES"], config["CHECKPOINT_METRIC"]
+    needed = MetricSums(config["METRICS"], classes, config["TASK"]).columns.get(metric.removeprefix("val_"), (0, []))[1]
+    for fold in range(config["FOLDS"]):
+        if needed and not presence[folds == fold][:, needed].any():
+            what = "foreground" if config["TASK"] == "binary" else ", ".join(classes[i] for i in needed)
+            raise ConfigError(
+                f"CHECKPOINT_METRIC {metric} is never defined on fold {fold}: its validation images have no pixel of "
+                f"{what}; use fewer FOLDS, group the images otherwise (VAL_GROUPS) or choose another CHECKPOINT_METRIC"
+            )
 
 
 def _check_batch_of_one(model: nn.Module, images: torch.Tensor) -> None:
