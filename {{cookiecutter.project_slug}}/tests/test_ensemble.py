@@ -5,6 +5,7 @@ the model, the least common divisor, one-line refusals, cross-validations by nam
 import copy
 import importlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,11 @@ def test_a_cross_validation_is_its_folds_last_checkpoints_or_one_line(
     assert cv_checkpoints("fold0", global_config) is None  # not a cross-validation: a run name, for find_checkpoint
     predictor, checkpoints = load_ensemble(["cv"], global_config, CPU)
     assert predictor.run_name == "cv" and len(checkpoints) == 3 and predictor.model.label == ""
-    predictor, _ = load_ensemble(["cv", str(checkpoints[0])], global_config, CPU, tta=True)
+    save_checkpoint(global_config.WEIGHT_DIR / "other" / "best.pt", stats=STATS)
+    predictor, _ = load_ensemble(["cv", "other"], global_config, CPU, tta=True)
     assert predictor.run_name == "fold0" and predictor.model.label == "ensemble4_tta"
+    with pytest.raises(CheckpointError, match=r"--weights names .*fold0/last.pt twice: once is enough"):
+        load_ensemble(["cv", str(checkpoints[0])], global_config, CPU)
     cross_validation(global_config, "half", {"0": "fold0", "2": "nowhere"})
     png = tmp_path / "in" / "a.png"
     png.parent.mkdir()
@@ -127,8 +131,9 @@ def test_a_cross_validation_is_its_folds_last_checkpoints_or_one_line(
     assert predict.main(["-i", str(png), "-o", str(tmp_path / "out"), "--weights", "half", "--device", "cpu"]) == 2
     assert capsys.readouterr().err == (
         "error: --weights half: fold 1 of the cross-validation is not started; "
-        "finish it with python train.py --folds 3 --resume half\n"
+        "finish it with python train.py --folds 3 --resume half and the options it was started with\n"
     )
+
     (global_config.LOG_DIR / "half" / "cv.json").write_text(json.dumps({"folds": 2, "runs": {"0": "a", "1": "b"}}))
     save_checkpoint(global_config.WEIGHT_DIR / "a" / "last.pt")
     save_checkpoint(global_config.WEIGHT_DIR / "b" / "best.pt")  # best.pt only: not the fold's unselected model
@@ -151,8 +156,11 @@ def test_an_evaluated_ensemble_of_one_model_twice_scores_as_the_model(
         np.save(folder / "images" / f"tile_{index}.npy", image)
     common = ["--data", str(folder), "--device", "cpu", "--name", "x"]
     assert evaluate.main([*common, "--weights", "run"]) == 0
-    assert evaluate.main([*common, "--weights", "run", "run"]) == 0
-    assert "with " + " + ".join([str(global_config.WEIGHT_DIR / "run" / "best.pt")] * 2) in capsys.readouterr().out
+    (global_config.WEIGHT_DIR / "copy").mkdir()  # the same model in another file (one file twice is refused)
+    shutil.copy(global_config.WEIGHT_DIR / "run" / "best.pt", global_config.WEIGHT_DIR / "copy" / "best.pt")
+    assert evaluate.main([*common, "--weights", "run", "copy"]) == 0
+    names = [str(global_config.WEIGHT_DIR / run / "best.pt") for run in ("run", "copy")]
+    assert "with " + " + ".join(names) in capsys.readouterr().out
     model, ensemble = (global_config.LOG_DIR / "run" / "evaluation" / name for name in ("x", "x_ensemble2"))
     for table in ("per_image", "summary", "confusion"):
         expected, got = pd.read_csv(model / f"{table}.csv"), pd.read_csv(ensemble / f"{table}.csv")

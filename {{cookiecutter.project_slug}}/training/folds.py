@@ -260,6 +260,8 @@ def cross_validate(
             f"cross-validation {cv.name} has run(s) for fold(s) {', '.join(map(str, started))} already: continue it "
             f"with --resume {cv.name}, or change the config (or SESSION_NAME) for a new one"
         )
+    if resume is not None and not runs:
+        LOGGER.info("cross-validation %s has no run yet: --resume starts it", cv.name)
     train = importlib.import_module(f"training.{routine}_training").train
     for fold in todo:
         lock = distributed.on_rank_zero(functools.partial(cv.claim, fold), (ConfigError,))

@@ -68,7 +68,7 @@ def cv_checkpoints(name: str, global_config: GlobalConfig) -> list[Path] | None:
     for fold in range(folds):
         if fold not in runs or not (global_config.WEIGHT_DIR / runs[fold] / "last.pt").is_file():
             state = f"(run {runs[fold]}) has no last.pt" if fold in runs else "is not started"
-            how = f"python train.py --folds {folds} --resume {name}"
+            how = f"python train.py --folds {folds} --resume {name} and the options it was started with"
             raise CheckpointError(f"{name}: fold {fold} of the cross-validation {state}; finish it with {how}")
     return [global_config.WEIGHT_DIR / runs[fold] / "last.pt" for fold in range(folds)]
 
@@ -87,6 +87,8 @@ def load_ensemble(
             paths += folds or [find_checkpoint(name, global_config, "best.pt")]
         except CheckpointError as err:
             raise CheckpointError(f"--weights {err}" if names else f"{err} (or pass --weights)") from None
+    if len(set(paths)) < len(paths):  # one model twice would weigh double in the average
+        raise CheckpointError(f"--weights names {next(p for p in paths if paths.count(p) > 1)} twice: once is enough")
     members = [load_predictor(path, device) for path in paths]
     if len(members) == 1 and not tta:
         return members[0], paths
