@@ -1,9 +1,12 @@
-"""What predict writes, without torch: output names, label maps and probabilities of numpy logits, and PNG, TIFF
-or GeoTIFF writers. The ONNX path of predict.py (utils/onnx_inference.py) runs where only onnxruntime, numpy,
-pillow and tifffile (rasterio optional) are installed; utils/prediction.py re-exports the writers for torch's path.
+"""What predict reads and writes, without torch: its inputs and output folder (file safety), output names, label maps
+and probabilities of numpy logits, and PNG, TIFF or GeoTIFF writers. The ONNX path of predict.py
+(utils/onnx_inference.py) runs where only onnxruntime, numpy, pillow and tifffile (rasterio optional) are
+installed; utils/prediction.py re- exports the writers for torch's path.
 """
 
+import glob
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,9 +15,75 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from utils.data.images import IMAGE_EXTENSIONS, DataError
+from utils.data.system_files import is_system_file, skipped_line
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 CHUNK_ROWS = 512  # label maps and probabilities are computed this many rows at a time: int64 labels of a whole
 # 6000x4000 scene alone would take 192 MB
+
+
+def find_inputs(patterns: list[str], skipped: list[Path] | None = None) -> list[Path]:
+    """Expand files, folders and globs into a sorted list of image files. Hidden and system files that a folder or
+    pattern finds (any part of the path below the folder, or below the pattern's fixed start, hidden or a system
+    folder) go to ``skipped`` instead; a file named as such is kept.
+
+    Raises:
+        DataError: a pattern matches nothing, or no image is left.
+    """
+    found: set[Path] = set()
+    skipped = [] if skipped is None else skipped
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            base, candidates = path, [p for p in path.iterdir() if p.is_file()]
+        elif path.is_file():
+            base, candidates = None, [path]
+        else:
+            magic = next((i for i, part in enumerate(path.parts) if glob.has_magic(part)), len(path.parts))
+            matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
+            base, candidates = Path(*path.parts[:magic]), [p for p in matches if p.is_file()]
+            if not matches:
+                raise DataError(f"no such file, folder or match: {pattern}")
+        for candidate in (p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS):
+            if base is not None and is_system_file(candidate.relative_to(base)):
+                skipped.append(candidate)
+            else:
+                found.add(candidate)
+    if not found:
+        also = f"; {skipped_line(skipped)}" if skipped else ""
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(patterns)}{also}")
+    return sorted(found)
+
+
+def output_folder(output: str, inputs: list[Path], names: dict[Path, list[str]] | None = None) -> Path:
+    """The folder for the outputs, created; refused when it is a file or an output would overwrite an input or
+    another output. ``names``: the files each input writes (default ``<stem>.png``).
+
+    Raises:
+        DataError: the folder cannot be used, or two inputs would write the same file, or an output would replace
+            an input (e.g. ``<stem>.png`` in the input's own folder).
+    """
+    folder = Path(output)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"-o {output} is a file, not a folder; choose a folder for the masks")
+    written: dict[Path, Path] = {}
+    for path in inputs:
+        for name in (names or {}).get(path, [f"{path.stem}.png"]):
+            target = (folder / name).resolve()
+            if target in written:
+                raise DataError(f"{written[target]} and {path} would both write {name}; predict them into two folders")
+            written[target] = path
+    overwritten = sorted(set(written) & {path.resolve() for path in inputs})
+    if overwritten:
+        raise DataError(f"-o {output}: a mask would overwrite the input {overwritten[0]}; choose another folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"-o {output} cannot be created ({err.strerror}); choose a folder you can write") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"-o {output} is not writable; choose a folder you can write")
+    return folder
 
 
 def output_names(path: Path, task: str, with_probabilities: bool) -> list[str]:

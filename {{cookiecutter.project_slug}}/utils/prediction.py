@@ -21,8 +21,6 @@ from utils.metrics import predicted_labels, probabilities
 from utils.outputs import CHUNK_ROWS, TIFF_SUFFIXES, georeference, output_names, write_array
 from utils.tiling import sliding_window
 
-
-
 __all__ = [  # the writers live in utils/outputs.py (torch-free, for the ONNX path); re-exported as before
     "CHUNK_ROWS",
     "TIFF_SUFFIXES",
