@@ -8,88 +8,74 @@ in overlapping tiles, blended, so that memory follows the image and not the netw
 checkpoint's own config with its normalisation; by default it is best.pt of the latest run in WEIGHT_DIR. Hidden and
 system files that folders and patterns find (``._0000.png``, ``@eaDir/``: utils/data/system_files.py) are skipped and
 counted in one line; a file named on the command line is read whatever its name. Several checkpoints (or a
-cross-validation's name) predict as an ensemble and ``--tta`` averages over flips: utils/ensemble.py.
+cross-validation's name) predict as an ensemble and ``--tta`` averages over flips: utils/ensemble.py. An ``.onnx``
+file of export.py predicts the same without torch (utils/onnx_inference.py): one file, no --tta.
 """
 
 import argparse
-import glob
-import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
-from config.device import DeviceError, get_device
-from config.paths import get_global_config
-from training.checkpoint import CheckpointError
-from utils.data.images import IMAGE_EXTENSIONS, DataError, read_image
-from utils.data.system_files import is_system_file, skipped_line
-from utils.ensemble import load_ensemble
-from utils.prediction import load_model, output_names, predict_mask, write_outputs
-from utils.tiling import sliding_window, tile_for
+from utils.data.images import DataError, read_image
+from utils.data.system_files import skipped_line
+from utils.onnx_model import OnnxModelError
+from utils.outputs import find_inputs, output_folder, output_names
 
-__all__ = ["find_inputs", "load_model", "main", "output_folder", "predict_mask"]
+__all__ = ["find_inputs", "main", "output_folder"]  # and load_model, predict_mask: see __getattr__
 
 
-def find_inputs(patterns: list[str], skipped: list[Path] | None = None) -> list[Path]:
-    """Expand files, folders and globs into a sorted list of image files. Hidden and system files that a folder or
-    pattern finds (any part of the path below the folder, or below the pattern's fixed start, hidden or a system
-    folder) go to ``skipped`` instead; a file named as such is kept.
+def __getattr__(name: str) -> Any:
+    """load_model and predict_mask of utils/prediction.py, imported when asked: the ONNX path imports no torch."""
+    if name in ("load_model", "predict_mask"):
+        from utils import prediction  # pylint: disable=import-outside-toplevel
 
-    Raises:
-        DataError: a pattern matches nothing, or no image is left.
-    """
-    found: set[Path] = set()
-    skipped = [] if skipped is None else skipped
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            base, candidates = path, [p for p in path.iterdir() if p.is_file()]
-        elif path.is_file():
-            base, candidates = None, [path]
-        else:
-            magic = next((i for i, part in enumerate(path.parts) if glob.has_magic(part)), len(path.parts))
-            matches = [Path(p) for p in glob.glob(pattern, recursive=True)]
-            base, candidates = Path(*path.parts[:magic]), [p for p in matches if p.is_file()]
-            if not matches:
-                raise DataError(f"no such file, folder or match: {pattern}")
-        for candidate in (p for p in candidates if p.suffix.lower() in IMAGE_EXTENSIONS):
-            if base is not None and is_system_file(candidate.relative_to(base)):
-                skipped.append(candidate)
-            else:
-                found.add(candidate)
-    if not found:
-        also = f"; {skipped_line(skipped)}" if skipped else ""
-        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {' '.join(patterns)}{also}")
-    return sorted(found)
+        return getattr(prediction, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def output_folder(output: str, inputs: list[Path], names: dict[Path, list[str]] | None = None) -> Path:
-    """The folder for the outputs, created; refused when it is a file or an output would overwrite an input or
-    another output. ``names``: the files each input writes (default ``<stem>.png``).
+def load(args: argparse.Namespace) -> tuple[Any, str, Callable, Callable]:
+    """(what predicts: task, channels, divisor, prepare; its description; image -> logits; the writer). ``.onnx``
+    files take utils/onnx_inference.py, which imports no torch; checkpoints take torch, imported here only.
 
     Raises:
-        DataError: the folder cannot be used, or two inputs would write the same file, or an output would replace
-            an input (e.g. ``<stem>.png`` in the input's own folder).
+        DataError: .onnx mixed with checkpoints, several .onnx files or --tta with one, a bad device or checkpoint.
+        OnnxModelError: a file that onnxruntime cannot open or that export.py did not write.
     """
-    folder = Path(output)
-    if folder.exists() and not folder.is_dir():
-        raise DataError(f"-o {output} is a file, not a folder; choose a folder for the masks")
-    written: dict[Path, Path] = {}
-    for path in inputs:
-        for name in (names or {}).get(path, [f"{path.stem}.png"]):
-            target = (folder / name).resolve()
-            if target in written:
-                raise DataError(f"{written[target]} and {path} would both write {name}; predict them into two folders")
-            written[target] = path
-    overwritten = sorted(set(written) & {path.resolve() for path in inputs})
-    if overwritten:
-        raise DataError(f"-o {output}: a mask would overwrite the input {overwritten[0]}; choose another folder")
+    onnx = [name for name in args.weights or [] if name.lower().endswith(".onnx")]
+    if onnx:
+        if len(onnx) < len(args.weights) or len(onnx) > 1 or args.tta:
+            raise DataError("--weights: one .onnx file alone, without --tta (an ensemble or TTA needs checkpoints)")
+        from utils.onnx_inference import OnnxPredictor  # pylint: disable=import-outside-toplevel
+        from utils.outputs import write_array_outputs  # pylint: disable=import-outside-toplevel
+
+        model = OnnxPredictor(onnx[0], args.device)
+        return (
+            model,
+            onnx[0],
+            lambda image: model.logits(model.prepare(image), args.tile, args.overlap),
+            write_array_outputs,
+        )
+    # pylint: disable=import-outside-toplevel  # torch's path: seconds of imports the ONNX path does without
+    from config.device import DeviceError, get_device
+    from config.paths import get_global_config
+    from training.checkpoint import CheckpointError
+    from utils.ensemble import load_ensemble
+    from utils.prediction import write_outputs
+    from utils.tiling import sliding_window
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(f"-o {output} cannot be created ({err.strerror}); choose a folder you can write") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise DataError(f"-o {output} is not writable; choose a folder you can write")
-    return folder
+        predictor, checkpoints = load_ensemble(args.weights, get_global_config(), get_device(args.device), args.tta)
+    except (DeviceError, CheckpointError) as err:
+        raise DataError(str(err)) from None
+    weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
+    tile, overlap, divisor = args.tile, args.overlap, predictor.divisor
+    return (
+        predictor,
+        weights,
+        lambda image: sliding_window(predictor.model, predictor.prepare(image), tile, overlap, divisor),
+        write_outputs,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,14 +119,11 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
         inputs = find_inputs(args.input, skipped)
         if skipped:
             print(skipped_line(sorted(set(skipped))))
-        device = get_device(args.device)
-        predictor, checkpoints = load_ensemble(args.weights, get_global_config(), device, args.tta)
-        weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
+        predictor, weights, infer, write = load(args)
         divisor = predictor.divisor
         if args.tile % divisor:
-            raise DataError(
-                f"--tile {args.tile} is not a multiple of the model's {divisor}: use {tile_for(args.tile, divisor)}"
-            )
+            suggestion = max(divisor, round(args.tile / divisor) * divisor)  # utils/tiling.tile_for, without torch
+            raise DataError(f"--tile {args.tile} is not a multiple of the model's {divisor}: use {suggestion}")
         names = {path: output_names(path, predictor.task, args.probabilities) for path in inputs}
         output = output_folder(args.output, inputs, names)
         for path in inputs:
@@ -149,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:  # pylint: disable=too-many-loca
             except DataError as err:  # one bad file among many: say so, predict the others, exit 1 at the end
                 print(f"error: {err}", file=sys.stderr)
                 continue
-            logits = sliding_window(predictor.model, predictor.prepare(image), args.tile, args.overlap, divisor)
+            logits = infer(image)
             del image
-            write_outputs([output / name for name in names[path]], logits, predictor.task, args.threshold, path)
+            write([output / name for name in names[path]], logits, predictor.task, args.threshold, path)
             written += 1
-    except (DataError, DeviceError, CheckpointError) as err:
+    except (DataError, OnnxModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder made read-only meanwhile: the machine's, not the code's

@@ -6,26 +6,35 @@ Checkpoints written before tasks and normalisation existed hold neither: they ar
 no normalisation and no no-data value, as they were trained.
 """
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 import torch
-from PIL import Image
 from torch import nn
 
 from config.serialize import from_jsonable
 from training.checkpoint import CheckpointError, load_checkpoint
 from utils.data.normalization import invalid_pixels, normalize
 from utils.metrics import predicted_labels, probabilities
+from utils.outputs import CHUNK_ROWS, TIFF_SUFFIXES, georeference, output_names, write_array
 from utils.tiling import sliding_window
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-CHUNK_ROWS = 512  # label maps and probabilities are computed this many rows at a time: int64 labels of a whole
-# 6000x4000 scene alone would take 192 MB
+__all__ = [  # the writers live in utils/outputs.py (torch-free, for the ONNX path); re-exported as before
+    "CHUNK_ROWS",
+    "TIFF_SUFFIXES",
+    "Predictor",
+    "georeference",
+    "label_map",
+    "load_model",
+    "load_predictor",
+    "output_names",
+    "predict_mask",
+    "probability_map",
+    "write_array",
+    "write_outputs",
+]
 
 
 @dataclass
@@ -139,50 +148,6 @@ def predict_mask(model: nn.Module, image: np.ndarray, device: torch.device, thre
     model's divisor and cropped back)."""
     logits = sliding_window(model, torch.from_numpy(image)[None], None, device=device)
     return label_map(logits, "binary", threshold)
-
-
-def output_names(path: Path, task: str, with_probabilities: bool) -> list[str]:
-    """The files predict writes for input ``path``: its label map (PNG; TIFF for TIFF inputs and for multilabel
-    maps, which have K bands) and, if asked, ``<stem>_prob.tif``."""
-    tiff = task == "multilabel" or path.suffix.lower() in TIFF_SUFFIXES
-    names = [f"{path.stem}{'.tif' if tiff else '.png'}"]
-    return [*names, f"{path.stem}_prob.tif"] if with_probabilities else names
-
-
-def georeference(path: Path) -> dict[str, Any] | None:
-    """The CRS and transform of a GeoTIFF when rasterio is installed (None for other files, or without them)."""
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        return None
-    try:
-        import rasterio  # pylint: disable=import-outside-toplevel  # optional: GeoTIFFs only
-    except ImportError:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(path) as source:
-                if source.crs is None and source.transform.is_identity:
-                    return None
-                return {"crs": source.crs, "transform": source.transform}
-    except rasterio.errors.RasterioError:
-        return None  # tifffile reads it, or says why not
-
-
-def write_array(path: Path, array: np.ndarray, geo: dict[str, Any] | None = None) -> None:
-    """Write ``array`` ``[H, W]`` or ``[K, H, W]``: a GeoTIFF with ``geo`` (rasterio), else TIFF (tifffile) or PNG
-    by the suffix. Raises OSError when the file cannot be written."""
-    if path.suffix.lower() == ".png":
-        Image.fromarray(array).save(path)
-    elif geo is not None:
-        import rasterio  # pylint: disable=import-outside-toplevel  # georeference() found it
-
-        bands = array.reshape(-1, *array.shape[-2:])
-        profile = {"driver": "GTiff", "count": len(bands), "dtype": bands.dtype.name, "compress": "deflate"}
-        with rasterio.open(path, "w", height=bands.shape[1], width=bands.shape[2], **profile, **geo) as target:
-            target.write(bands)
-    else:
-        compression = None if array.dtype.kind == "f" else "zlib"  # label maps shrink a hundredfold, noise does not
-        tifffile.imwrite(path, array, photometric="minisblack", compression=compression)
 
 
 def write_outputs(paths: list[Path], logits: torch.Tensor, task: str, threshold: float, source: Path) -> None:
