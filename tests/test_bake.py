@@ -60,6 +60,7 @@ BASE_FILES = {
     "training/data.py",
     "training/distributed.py",
     "training/folds.py",
+    "training/cv_scores.py",
     "training/records.py",
     "training/run.py",
     "training/sanity_checks.py",

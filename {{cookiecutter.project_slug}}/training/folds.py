@@ -3,12 +3,12 @@
 ``train.py --folds K`` trains every fold in turn, ``--fold I`` one (a cluster's array job: slurm/train_folds.sbatch),
 ``--resume`` continues an interrupted cross-validation at its unfinished fold. A fold is an ordinary run: its folder,
 its checkpoints, its experiments.csv row tagged ``cv_name`` and ``fold``. A cross-validation is named by its config
-(SESSION_NAME, K and a hash of what is trained), so that an array job's processes and a later --resume find the same
-one. Its folder LOG_DIR/<cv_name>/ holds cv.json (its config and each fold's run), folds.csv (each sample's fold),
-fold_<i>.json (a fold's scores), out_of_fold.csv (every image scored by the model that did not train on it) and
-cv_summary.csv: per metric the folds' mean and standard deviation and the out-of-fold value (all images as one set).
-The headline is last.pt's: best.pt and early stopping chose on the very images they are scored on, so their figures
-are reported beside, ``optimistic``.
+(SESSION_NAME, routine, K and a hash of what is trained), so that an array job's processes and a later --resume find
+the same one. Its folder LOG_DIR/<cv_name>/ holds cv.json (its config and each fold's run), folds.csv (each sample's
+fold) and what training/cv_scores.py writes: fold_<i>.json (a fold's scores), out_of_fold.csv (every image scored by
+the model that did not train on it) and cv_summary.csv (per metric the folds' mean and standard deviation and the
+out-of-fold value). The headline is last.pt's: best.pt and early stopping chose on the very images they are scored
+on, so their figures are reported beside, ``optimistic``.
 """
 
 import functools
@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
-from torch.utils.data import Subset
 
 import extensions
 from config.device import get_device
@@ -33,17 +31,12 @@ from config.serialize import ConfigError, to_jsonable
 from training import data, distributed
 from training.build import LOGGER, instantiate
 from training.checkpoint import RESUMABLE_CHANGES, CheckpointError, check_resume_config
+from training.cv_scores import score_fold, scored, summarize
 from training.records import RunResult
 from training.sanity_checks import check_fold_classes
 from utils.data.images import DataError
-from utils.data.samples import SegmentationSamples
-from utils.evaluation import evaluate_whole, tables
 from utils.files import atomic_write, safe_name
-from utils.metric_sums import MetricSums
-from utils.prediction import load_predictor
 from utils.tracking.csv_logs import read_experiments
-
-CHECKPOINTS = {"last.pt": False, "best.pt": True}  # file -> optimistic (chosen on the images it is scored on)
 
 
 def cv_name(jsonable_config: dict[str, Any], routine: str) -> str:
@@ -159,76 +152,6 @@ class CrossValidation:
         owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
         return lock
 
-    def scored(self, fold: int, run_name: str) -> bool:
-        """Whether fold_<i>.json holds the scores of ``run_name`` (not of a run that the fold had before)."""
-        path = self.folder / f"fold_{fold}.json"
-        return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("run_name") == run_name
-
-    def score(self, fold: int, run_name: str) -> None:
-        """fold_<i>.json and fold_<i>_per_image.csv: last.pt and best.pt on the fold's validation images, with the
-        batches validation makes (so last.pt's figures are history.csv's last row)."""
-        dataset = instantiate(self.config, "DATASET")
-        indices = np.flatnonzero(data.fold_assignment(self.config, dataset)[0] == fold).tolist()
-        names = pd.read_csv(self.folder / "folds.csv", dtype=str)["image"].iloc[indices].tolist()
-        device, scores, per_image = get_device(self.config["DEVICE"]), {"run_name": run_name}, []
-        for file in CHECKPOINTS:
-            path = self.global_config.run_weight_dir(run_name) / file
-            if not path.is_file():  # best.pt of a run whose metric was never defined
-                continue
-            predictor = load_predictor(path, device)
-            samples = SegmentationSamples(
-                Subset(dataset, indices), data.mask_encoder(self.config), predictor.stats, self.config["NODATA"]
-            )
-            result = evaluate_whole(predictor, samples, self.config["DATA_LOADER_CONFIG"], self.config["METRICS"])
-            values = {f"val_{key}": value for key, value in result.means().items()}
-            scores[file] = {"values": values, "totals": result.sums.totals()}
-            table = tables(result, names, predictor.classes)["per_image"]
-            table.insert(1, "fold", fold)
-            table.insert(2, "checkpoint", file)
-            per_image.append(table)
-        with atomic_write(self.folder / f"fold_{fold}_per_image.csv") as file:
-            pd.concat(per_image).to_csv(file, index=False, float_format="%.6g", na_rep="nan")
-        with atomic_write(self.folder / f"fold_{fold}.json") as file:
-            file.write(json.dumps(scores, indent=2) + "\n")
-
-    def summarize(self) -> pd.DataFrame | None:
-        """cv_summary.csv and out_of_fold.csv once every fold is scored (else None). Per checkpoint and metric
-        column: ``mean`` and ``std`` (ddof 1) over the folds where it is defined, their number ``folds``, each
-        ``fold_<i>``, and ``out_of_fold``: every image of every fold as one set, with the rules of validation
-        (utils/metric_sums.py: a mean over the images where it is defined, or the pooled value)."""
-        paths = [self.folder / f"fold_{fold}.json" for fold in range(self.config["FOLDS"])]
-        if not all(path.is_file() for path in paths):
-            return None
-        folds = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
-        sums = MetricSums(self.config["METRICS"], self.config["CLASSES"], self.config["TASK"], prefix="val_")
-        rows = []
-        for file, optimistic in CHECKPOINTS.items():
-            scored = [fold.get(file) for fold in folds]
-            totals = np.sum([s["totals"] for s in scored], axis=0).tolist() if all(scored) else None
-            pooled = sums.compute(totals) if totals is not None else {}
-            for column in sums.compute():
-                values = pd.Series([s["values"][column] if s else np.nan for s in scored], dtype=float)
-                rows.append({
-                    "checkpoint": file, "optimistic": optimistic, "metric": column, "mean": values.mean(),
-                    "std": values.std(), "folds": int(values.notna().sum()), "out_of_fold": pooled.get(column, np.nan),
-                    **{f"fold_{i}": value for i, value in enumerate(values)},
-                })  # fmt: skip
-        summary = pd.DataFrame(rows)
-        per_image = [pd.read_csv(self.folder / f"fold_{fold}_per_image.csv") for fold in range(len(folds))]
-        with atomic_write(self.folder / "out_of_fold.csv") as file:
-            pd.concat(per_image).to_csv(file, index=False, float_format="%.6g", na_rep="nan")
-        with atomic_write(self.folder / "cv_summary.csv") as file:
-            summary.to_csv(file, index=False, float_format="%.6g", na_rep="nan")
-        headline = [f"val_{name}{pooled}" for name in self.config["METRICS"] for pooled in ("", "_pooled")]
-        for file, rows in summary[summary["metric"].isin(headline)].groupby("checkpoint", sort=False):
-            figures = ", ".join(
-                f"{row.metric} {row.mean:.4f} ± {row.std:.4f} (out-of-fold {row.out_of_fold:.4f})"
-                for row in rows.itertuples()
-            )
-            label = " (optimistic: chosen on these images)" if CHECKPOINTS[str(file)] else ""
-            LOGGER.info("cross-validation %s, %s%s: %s", self.name, file, label, figures)
-        return summary
-
 
 def cross_validate(
     config: dict[str, Any], global_config: GlobalConfig, routine: str, resume: str | None = None, **options: Any
@@ -278,12 +201,12 @@ def cross_validate(
                 run_name = train(
                     {**config, "FOLD": fold}, global_config, resume=resumed, hooks=hooks, **options
                 ).run_name
-            if is_zero and not cv.scored(fold, str(run_name)):
-                cv.score(fold, str(run_name))
+            if is_zero and not scored(cv, fold, str(run_name)):
+                score_fold(cv, fold, str(run_name))
         finally:
             if lock is not None:
                 lock.release()
-    summary = cv.summarize() if is_zero else None
+    summary = summarize(cv) if is_zero else None
     if summary is not None:
         extensions.cross_validated(cv.folder, global_config.LOG_DIR)  # e.g. the summary to the folds' tracking
     missing = [fold for fold in range(validated["FOLDS"]) if not (cv.folder / f"fold_{fold}.json").is_file()]
