@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -180,8 +181,10 @@ def test_latest_is_the_one_whose_fold_started_last(logs: Path, shared_cv: tuple)
     shutil.copytree(folder, copy)
     state = json.loads((copy / "cv.json").read_text(encoding="utf-8"))
     (copy / "cv.json").write_text(json.dumps({**state, "cv_name": copy.name}), encoding="utf-8")
+    later = time.time() + 60  # a minute after the folds started (written now could fall in their last second)
+    os.utime(copy / "cv.json", (later, later))
     table = report_cv.cross_validations(logs)
-    assert table["cv_name"].tolist() == [copy.name, name]  # written now: after the folds started
+    assert table["cv_name"].tolist() == [copy.name, name]  # written after the folds started
     assert table.iloc[1][["folds", "runs", "summary"]].tolist() == [3, 3, True]
     os.utime(copy / "cv.json", (86400 * 365, 86400 * 365))  # 1971
     os.utime(folder / "cv.json", (0, 0))  # 1970, but its fold runs started today
