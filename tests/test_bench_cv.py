@@ -18,7 +18,8 @@ def test_cross_validation_benchmark_smoke(tmp_path: Path):
         timeout=600,
         env=clean_env(),
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| model")]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    lines = [line for line in rows if not line.startswith(("| model", "| ---"))]  # the header and its rule
     labels = [line.split("|")[1].strip() for line in lines]
     assert labels == [
         "one model (a fold's last.pt)",
