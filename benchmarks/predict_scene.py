@@ -27,18 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from routine_overhead import cpu_model  # this script's folder is on sys.path
+# This script's folder is on sys.path
+from routine_overhead import cpu_model
+from scene_pass import GB, run_pass, save_model, write_scene
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
-GB = 1e9
 WHOLE_GB_PER_MP = 0.37  # activations of one whole-image pass of the default U-Net, measured (issue 12)
 
 
@@ -63,9 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--ensemble-size", default="2500x2500", help="WxH scene of the ensemble and TTA table (default: 2500x2500)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--child", nargs=7, help=argparse.SUPPRESS
-    )  # project, weights, scene, tile, overlap, device, tta
     args = parser.parse_args(argv)
     try:
         args.sizes = [tuple(int(side) for side in size.lower().split("x")) for size in args.sizes.split(",")]
@@ -77,91 +72,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def child(project: str, weights: str, scene: str, tile: str, overlap: str, device: str, tta: str) -> None:  # noqa: PLR0913
-    """In the child process: predict one scene with predict.main (``weights``: checkpoints joined by commas; ``tta``
-    "1" for --tta) and print its timings as JSON."""
-    sys.path.insert(0, project)
-    os.chdir(project)
-    import predict  # noqa: PLC0415  # the baked project's, after its folder went on sys.path
-    import utils.tiling  # noqa: F401, PLC0415  # imported here so that its cost stays out of the timing
-
-    if int(tile):
-        import monai.inferers  # noqa: F401, PLC0415  # likewise: predict imports it on the first tiled scene
-
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = Path(scene).parent / f"out_{tile}_{len(weights.split(','))}_{tta}"
-    start = time.perf_counter()
-    args = ["-i", scene, "-o", str(out), "--weights", *weights.split(","), "--device", device, "--tile", tile]
-    args += ["--overlap", overlap, *(["--tta"] if tta == "1" else [])]
-    status = predict.main(args)
-    if device.startswith("cuda"):
-        import torch  # noqa: PLC0415
-
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    print(json.dumps({"status": status, "seconds": seconds, "baseline": baseline}))
-
-
-def save_model(project: Path, path: Path, args: argparse.Namespace, seed: int = 0) -> dict[str, Any]:
-    """The project's default model, seeded and untrained, in a checkpoint with normalisation; its MODEL_CONFIG."""
-    sys.path.insert(0, str(project))
-    import torch
-    from config.serialize import to_jsonable
-    from config.train_config import TRAIN_CONFIG
-    from training.checkpoint import FORMAT_VERSION
-
-    model_config = dict(TRAIN_CONFIG["MODEL_CONFIG"])
-    if args.base_channels:
-        model_config["base_channels"] = args.base_channels
-    if args.depth:
-        model_config["depth"] = args.depth
-    torch.manual_seed(seed)
-    model = TRAIN_CONFIG["MODEL"](**model_config)
-    config = {**TRAIN_CONFIG, "MODEL_CONFIG": model_config}
-    stats = {"method": "meanstd", "mean": [0.5], "std": [0.25]}
-    saved = {"format_version": FORMAT_VERSION, "model": model.state_dict(), "config": to_jsonable(config)}
-    torch.save({**saved, "normalization": stats}, path)
-    return model_config
-
-
-def write_scene(path: Path, width: int, height: int) -> None:
-    """A 16-bit grey PNG: a gradient under noise (compressible enough to write quickly, not constant)."""
-    import numpy as np
-    from PIL import Image
-
-    rows = np.linspace(0, 50000, height, dtype=np.uint16)[:, None]
-    noise = np.random.default_rng(0).integers(0, 8000, (height, width), dtype=np.uint16)
-    Image.fromarray((rows + noise).astype(np.uint16)).save(path)
-
-
-def run_pass(  # noqa: PLR0913
-    project: Path, weights: list[Path], scene: Path, tile: int, args: argparse.Namespace, tta: bool = False
-) -> dict[str, Any]:
-    """Time one pass in a child process and read its peak memory from the kernel's accounting of that child."""
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(args.threads)} if args.threads else {})}
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        str(project),
-        ",".join(map(str, weights)),
-        str(scene),
-        str(tile),
-        str(args.overlap),
-    ]
-    command += [args.device, "1" if tta else "0"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(process.pid, 0)  # the child's own rusage, not a sum over all children
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(f"the child exited {process.returncode}: {stderr[-2000:]}")
-    figures = json.loads(stdout.strip().splitlines()[-1])
-    if figures["status"] != 0:
-        raise RuntimeError(f"predict.py exited {figures['status']}: {stderr[-2000:]}")
-    return {**figures, "peak": usage.ru_maxrss * 1024}
-
-
 def scene_bytes(width: int, height: int, classes: int, tiled: bool) -> int:
     """The scene's own arrays: float32 image and logits, MONAI's float32 sum and count maps when tiled, uint8 labels."""
     pixels = width * height
@@ -170,9 +80,6 @@ def scene_bytes(width: int, height: int, classes: int, tiled: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        child(*args.child)
-        return 0
     from cookiecutter.main import cookiecutter
 
     rows = []
@@ -192,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             if megapixels * WHOLE_GB_PER_MP * (model_config["base_channels"] / 16) <= args.whole_limit:
                 passes.append(0)
             for tile in passes:
-                figures = run_pass(project, members[:1], folder / "scene.png", tile, args)
+                figures = run_pass(project, members[:1], folder / "scene.png", folder / f"out_{tile}", tile, args)
                 rows.append(
                     {
                         "scene": f"{width}x{height}",
@@ -216,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Ensemble and TTA against one model: {width}x{height}, tiles of {args.tile}, as multiples of one model's.")
     print_ensemble_table(ensembles)
     if args.json is not None:
-        settings = {key: value for key, value in vars(args).items() if key != "child"}
-        figures = {"settings": settings | {"json": str(args.json)}, "rows": rows, "ensemble_rows": ensembles}
+        figures = {"settings": vars(args) | {"json": str(args.json)}, "rows": rows, "ensemble_rows": ensembles}
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
 
@@ -230,12 +136,13 @@ def ensemble_rows(project: Path, members: list[Path], tmp_path: Path, args: argp
     folder.mkdir()
     write_scene(folder / "scene.png", width, height)
     rows = []
-    for name, weights, tta in (
-        ("one model", members[:1], False),
-        ("ensemble of 3", members, False),
-        ("TTA", members[:1], True),
+    for name, weights, flags in (
+        ("one model", members[:1], ()),
+        ("ensemble of 3", members, ()),
+        ("TTA", members[:1], ("--tta",)),
     ):
-        figures = run_pass(project, weights, folder / "scene.png", args.tile, args, tta)
+        output = folder / f"out_{name.replace(' ', '_')}"
+        figures = run_pass(project, weights, folder / "scene.png", output, args.tile, args, flags)
         above = (figures["peak"] - figures["baseline"]) / GB
         rows.append(
             {"pass": name, "seconds": figures["seconds"], "peak_gb": figures["peak"] / GB, "above_imports_gb": above}
