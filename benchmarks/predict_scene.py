@@ -16,7 +16,10 @@ A second table sets an ensemble of 3 checkpoints (``--weights A B C``, seeds 0, 
 (``--tta``: 8 views on square tiles) against one model on one scene (``--ensemble-size``, default 2500x2500, the
 6-megapixel one), tiled: their time and the memory above imports as multiples of one model's. The members run one
 after another on each batch of tiles, so an ensemble should cost about 3 times the time and about 1 times the memory.
-With the defaults the whole run takes about 9 minutes on 2 CPU cores (measured, see docs/data.md).
+A third table sets onnxruntime against torch on that scene (benchmarks/onnx_compare.py): predict.py with the
+checkpoint and with its export by the project's export.py, megapixels per second and peak memory side by side, and
+how far their probabilities and label maps differ. ``--only scenes|ensemble|onnx`` runs one table (``--only onnx``:
+about 2 minutes). With the defaults the whole run takes about 9 minutes on 2 CPU cores (measured, see docs/data.md).
 
 Usage: ``python benchmarks/predict_scene.py --help`` for the options; ``--json FILE`` also writes the figures.
 Never imports torchvision or fastai.vision.
@@ -33,10 +36,12 @@ from pathlib import Path
 from typing import Any
 
 # This script's folder is on sys.path
+from onnx_compare import onnx_rows, print_onnx_table
 from routine_overhead import cpu_model
 from scene_pass import GB, run_pass, save_model, write_scene
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent
+TABLES = ("scenes", "ensemble", "onnx")
 WHOLE_GB_PER_MP = 0.37  # activations of one whole-image pass of the default U-Net, measured (issue 12)
 
 
@@ -58,8 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: 0, torch's own choice)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | mps (default: cpu)")
     parser.add_argument(
-        "--ensemble-size", default="2500x2500", help="WxH scene of the ensemble and TTA table (default: 2500x2500)"
+        "--ensemble-size",
+        default="2500x2500",
+        help="WxH scene of the ensemble, TTA and ONNX tables (default: 2500x2500)",
     )
+    parser.add_argument("--only", choices=TABLES, help="run one table (default: all three)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -80,52 +88,73 @@ def scene_bytes(width: int, height: int, classes: int, tiled: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    tables = [args.only] if args.only else TABLES
     from cookiecutter.main import cookiecutter
 
-    rows = []
+    figures: dict[str, Any] = {"settings": vars(args) | {"json": str(args.json)}}
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         tmp_path = Path(tmp)
         project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(tmp_path), default_config=True))
         model_config = save_model(project, tmp_path / "model.pt", args)
-        members = [tmp_path / "model.pt"] + [tmp_path / f"model_{seed}.pt" for seed in (1, 2)]
-        for seed, path in enumerate(members[1:], start=1):
-            save_model(project, path, args, seed)
-        for width, height in args.sizes:
-            folder = tmp_path / f"scene_{width}x{height}"
-            folder.mkdir()
-            write_scene(folder / "scene.png", width, height)
-            megapixels = width * height / 1e6
-            passes = [args.tile] if args.tile else []
-            if megapixels * WHOLE_GB_PER_MP * (model_config["base_channels"] / 16) <= args.whole_limit:
-                passes.append(0)
-            for tile in passes:
-                figures = run_pass(project, members[:1], folder / "scene.png", folder / f"out_{tile}", tile, args)
-                rows.append(
-                    {
-                        "scene": f"{width}x{height}",
-                        "pass": f"tiles of {tile}" if tile else "whole image",
-                        "mp_per_s": megapixels / figures["seconds"],
-                        "seconds": figures["seconds"],
-                        "peak_gb": figures["peak"] / GB,
-                        "above_imports_gb": (figures["peak"] - figures["baseline"]) / GB,
-                        "scene_gb": scene_bytes(width, height, model_config["out_channels"], bool(tile)) / GB,
-                    }
-                )
-                print(f"{rows[-1]['scene']} {rows[-1]['pass']}: {figures['seconds']:.1f} s", file=sys.stderr)
-        ensembles = ensemble_rows(project, members, tmp_path, args)
+        if "scenes" in tables:
+            figures["rows"] = scene_rows(project, tmp_path / "model.pt", model_config, tmp_path, args)
+        if "ensemble" in tables:
+            members = [tmp_path / "model.pt"] + [tmp_path / f"model_{seed}.pt" for seed in (1, 2)]
+            for seed, path in enumerate(members[1:], start=1):
+                save_model(project, path, args, seed)
+            figures["ensemble_rows"] = ensemble_rows(project, members, tmp_path, args)
+        if "onnx" in tables:
+            figures["onnx_rows"], figures["onnx_parity"] = onnx_rows(project, tmp_path / "model.pt", tmp_path, args)
     print(
         f"Scene prediction: U-Net base_channels {model_config['base_channels']}, depth {model_config['depth']}, "
         f"untrained; tiles of {args.tile} with overlap {args.overlap}, "
         f"Gaussian blending; device {args.device}, {os.cpu_count()} CPUs ({cpu_model()})."
     )
-    print_table(rows)
+    if "rows" in figures:
+        print_table(figures["rows"])
     width, height = args.ensemble_size
-    print(f"Ensemble and TTA against one model: {width}x{height}, tiles of {args.tile}, as multiples of one model's.")
-    print_ensemble_table(ensembles)
+    if "ensemble_rows" in figures:
+        print(
+            f"Ensemble and TTA against one model: {width}x{height}, tiles of {args.tile}, as multiples of one model's."
+        )
+        print_ensemble_table(figures["ensemble_rows"])
+    if "onnx_rows" in figures:
+        print(f"onnxruntime against torch: {width}x{height}, tiles of {args.tile}, with --probabilities, ", end="")
+        print("as multiples of torch's.")
+        print_onnx_table(figures["onnx_rows"], figures["onnx_parity"])
     if args.json is not None:
-        figures = {"settings": vars(args) | {"json": str(args.json)}, "rows": rows, "ensemble_rows": ensembles}
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def scene_rows(
+    project: Path, checkpoint: Path, model_config: dict[str, Any], tmp_path: Path, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Each ``--sizes`` scene, tiled and (where its activations fit) whole: speed, peak memory, the scene's arrays."""
+    rows = []
+    for width, height in args.sizes:
+        folder = tmp_path / f"scene_{width}x{height}"
+        folder.mkdir()
+        write_scene(folder / "scene.png", width, height)
+        megapixels = width * height / 1e6
+        passes = [args.tile] if args.tile else []
+        if megapixels * WHOLE_GB_PER_MP * (model_config["base_channels"] / 16) <= args.whole_limit:
+            passes.append(0)
+        for tile in passes:
+            figures = run_pass(project, [checkpoint], folder / "scene.png", folder / f"out_{tile}", tile, args)
+            rows.append(
+                {
+                    "scene": f"{width}x{height}",
+                    "pass": f"tiles of {tile}" if tile else "whole image",
+                    "mp_per_s": megapixels / figures["seconds"],
+                    "seconds": figures["seconds"],
+                    "peak_gb": figures["peak"] / GB,
+                    "above_imports_gb": (figures["peak"] - figures["baseline"]) / GB,
+                    "scene_gb": scene_bytes(width, height, model_config["out_channels"], bool(tile)) / GB,
+                }
+            )
+            print(f"{rows[-1]['scene']} {rows[-1]['pass']}: {figures['seconds']:.1f} s", file=sys.stderr)
+    return rows
 
 
 def ensemble_rows(project: Path, members: list[Path], tmp_path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
