@@ -66,7 +66,7 @@ bench-data: env ## Share of a training epoch waiting for data on a folder of PNG
 bench-thin: env ## A thin class (3 % of pixels): its dice per epoch with and without data_report.py's lines (a few min)
 	$(PYTHON) benchmarks/thin_class.py $(ARGS)
 
-bench-predict: env ## Tiled prediction: speed and peak memory on 1, 6 and 24 megapixel scenes; an ensemble of 3 and TTA (about 9 min)
+bench-predict: env ## Tiled prediction: speed and peak memory on 1, 6 and 24 megapixel scenes; an ensemble of 3 and TTA; torch against onnxruntime (6 to 9 min; ARGS='--only onnx': 1 min)
 	$(PYTHON) benchmarks/predict_scene.py $(ARGS)
 
 bench-cv: env ## Small data: one model against the 5-fold ensemble, with and without TTA, on held-out images (about 6 min)

@@ -19,7 +19,7 @@ after another on each batch of tiles, so an ensemble should cost about 3 times t
 A third table sets onnxruntime against torch on that scene (benchmarks/onnx_compare.py): predict.py with the
 checkpoint and with its export by the project's export.py, megapixels per second and peak memory side by side, and
 how far their probabilities and label maps differ. ``--only scenes|ensemble|onnx`` runs one table (``--only onnx``:
-about 2 minutes). With the defaults the whole run takes about 9 minutes on 2 CPU cores (measured, see docs/data.md).
+44 s). With the defaults the whole run takes 6 to 9 minutes on 2 CPU cores (measured, see docs/data.md).
 
 Usage: ``python benchmarks/predict_scene.py --help`` for the options; ``--json FILE`` also writes the figures.
 Never imports torchvision or fastai.vision.
