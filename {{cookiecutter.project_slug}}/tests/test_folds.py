@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,21 +59,22 @@ def test_groups_stay_whole_and_rare_classes_spread_over_the_folds() -> None:
         assign_folds(presence[:3], ["a", "b", "c"], 5, seed=0)
 
 
-def test_val_groups_give_folds_of_whole_scenes(tmp_path: Path, tiny_config: dict) -> None:
+def scene_tiles(root: Path, foreground_rows: list[int], tiles: int) -> dict[str, Any]:
+    """``tiles`` 8x8 tiles of each scene, ``scene<s>_<t>.png`` in root/images and root/masks, whose masks have
+    ``foreground_rows[s]`` rows of foreground on the left; returns the config keys that read them grouped by scene."""
     for sub in ("images", "masks"):
-        (tmp_path / sub).mkdir()
-    for scene in range(4):
-        for tile in range(3):
-            pixels = np.zeros((8, 8), dtype=np.uint8)
-            pixels[: scene + 1, :4] = 255
+        (root / sub).mkdir()
+    for scene, rows in enumerate(foreground_rows):
+        pixels = np.zeros((8, 8), dtype=np.uint8)
+        pixels[:rows, :4] = 255
+        for tile in range(tiles):
             for sub in ("images", "masks"):
-                Image.fromarray(pixels).save(tmp_path / sub / f"scene{scene}_{tile}.png")
-    config = {
-        **tiny_config,
-        "DATASET": SegmentationFolder,
-        "DATASET_CONFIG": {"root": str(tmp_path)},
-        "VAL_GROUPS": r"^(scene\d)_",
-    }
+                Image.fromarray(pixels).save(root / sub / f"scene{scene}_{tile}.png")
+    return {"DATASET": SegmentationFolder, "DATASET_CONFIG": {"root": str(root)}, "VAL_GROUPS": r"^(scene\d)_"}
+
+
+def test_val_groups_give_folds_of_whole_scenes(tmp_path: Path, tiny_config: dict) -> None:
+    config = {**tiny_config, **scene_tiles(tmp_path, foreground_rows=[1, 2, 3, 4], tiles=3)}
     stems = SegmentationFolder(tmp_path).stems()
     folds = fold_indices(config, 2)
     assert [sorted({stems[i][:6] for i in fold}) for fold in folds] in (
@@ -188,19 +190,9 @@ def test_train_py_refuses_a_cross_validation_that_cannot_be_in_one_line_and_writ
 def test_a_fold_without_the_checkpoint_metrics_class_is_refused_before_any_fold_trains(
     tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
-    for sub in ("images", "masks"):
-        (tmp_path / sub).mkdir()
-    for scene in range(3):
-        for tile in range(2):
-            pixels = np.zeros((8, 8), dtype=np.uint8)
-            pixels[:4, :4] = 255 * (scene > 0)  # scene0: no foreground anywhere
-            for sub in ("images", "masks"):
-                Image.fromarray(pixels).save(tmp_path / sub / f"scene{scene}_{tile}.png")
     config = {
         **tiny_config,
-        "DATASET": SegmentationFolder,
-        "DATASET_CONFIG": {"root": str(tmp_path)},
-        "VAL_GROUPS": r"^(scene\d)_",
+        **scene_tiles(tmp_path, foreground_rows=[0, 4, 4], tiles=2),  # scene0: no foreground anywhere
         "FOLDS": 3,
         "DATA_LOADER_CONFIG": {"batch_size": 2, "num_workers": 0},
     }
