@@ -1,6 +1,7 @@
 """Cross-validation: folds that partition the data (whole groups, balanced classes), a run per fold, its scores."""
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from config.schema import validate_config
 from config.serialize import ConfigError
 from training import data
 from training.checkpoint import CheckpointError
-from training.folds import cross_validate
+from training.folds import CrossValidation, cross_validate
 from utils.data.folder import SegmentationFolder
 from utils.data.kfold import assign_folds
 from utils.data.synthetic import SyntheticShapes
@@ -168,6 +169,24 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
     assert len(pd.read_csv(global_config.LOG_DIR / "experiments.csv")) == 3
     with pytest.raises(CheckpointError, match="the config differs from the run's in OPTIMIZER_CONFIG.lr"):
         cross_validate({**config, "OPTIMIZER_CONFIG": {"lr": 0.1}}, global_config, ROUTINES[0], resume=result.run_name)
+
+
+def test_a_fold_another_process_trains_is_refused_naming_that_process(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    cv = CrossValidation("unet_cv", tiny_config, {}, global_config)
+    cv.folder.mkdir(parents=True)
+    held = cv.claim(0)
+    assert (cv.folder / ".fold_0.lock.pid").read_text(encoding="utf-8") == f"{os.getpid()}\n"
+    with pytest.raises(ConfigError) as refused:
+        cv.claim(0)
+    assert str(refused.value) == (
+        f"fold 0 of cross-validation unet_cv is being trained by another process (pid {os.getpid()}); wait for it "
+        "to end, or stop it"
+    )
+    cv.claim(1).release()  # the other folds stay free
+    held.release()
+    cv.claim(0).release()  # and this one is free again once its process lets it go
 
 
 @pytest.mark.parametrize(
