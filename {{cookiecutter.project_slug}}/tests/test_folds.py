@@ -1,7 +1,9 @@
 """Cross-validation: folds that partition the data (whole groups, balanced classes), a run per fold, its scores."""
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +17,7 @@ from config.schema import validate_config
 from config.serialize import ConfigError
 from training import data
 from training.checkpoint import CheckpointError
-from training.folds import cross_validate
+from training.folds import CrossValidation, cross_validate
 from utils.data.folder import SegmentationFolder
 from utils.data.kfold import assign_folds
 from utils.data.synthetic import SyntheticShapes
@@ -58,21 +60,22 @@ def test_groups_stay_whole_and_rare_classes_spread_over_the_folds() -> None:
         assign_folds(presence[:3], ["a", "b", "c"], 5, seed=0)
 
 
-def test_val_groups_give_folds_of_whole_scenes(tmp_path: Path, tiny_config: dict) -> None:
+def scene_tiles(root: Path, foreground_rows: list[int], tiles: int) -> dict[str, Any]:
+    """``tiles`` 8x8 tiles of each scene, ``scene<s>_<t>.png`` in root/images and root/masks, whose masks have
+    ``foreground_rows[s]`` rows of foreground on the left; returns the config keys that read them grouped by scene."""
     for sub in ("images", "masks"):
-        (tmp_path / sub).mkdir()
-    for scene in range(4):
-        for tile in range(3):
-            pixels = np.zeros((8, 8), dtype=np.uint8)
-            pixels[: scene + 1, :4] = 255
+        (root / sub).mkdir()
+    for scene, rows in enumerate(foreground_rows):
+        pixels = np.zeros((8, 8), dtype=np.uint8)
+        pixels[:rows, :4] = 255
+        for tile in range(tiles):
             for sub in ("images", "masks"):
-                Image.fromarray(pixels).save(tmp_path / sub / f"scene{scene}_{tile}.png")
-    config = {
-        **tiny_config,
-        "DATASET": SegmentationFolder,
-        "DATASET_CONFIG": {"root": str(tmp_path)},
-        "VAL_GROUPS": r"^(scene\d)_",
-    }
+                Image.fromarray(pixels).save(root / sub / f"scene{scene}_{tile}.png")
+    return {"DATASET": SegmentationFolder, "DATASET_CONFIG": {"root": str(root)}, "VAL_GROUPS": r"^(scene\d)_"}
+
+
+def test_val_groups_give_folds_of_whole_scenes(tmp_path: Path, tiny_config: dict) -> None:
+    config = {**tiny_config, **scene_tiles(tmp_path, foreground_rows=[1, 2, 3, 4], tiles=3)}
     stems = SegmentationFolder(tmp_path).stems()
     folds = fold_indices(config, 2)
     assert [sorted({stems[i][:6] for i in fold}) for fold in folds] in (
@@ -168,6 +171,24 @@ def test_three_folds_each_scored_on_the_images_it_did_not_train_on(
         cross_validate({**config, "OPTIMIZER_CONFIG": {"lr": 0.1}}, global_config, ROUTINES[0], resume=result.run_name)
 
 
+def test_a_fold_another_process_trains_is_refused_naming_that_process(
+    tiny_config: dict, global_config: GlobalConfig
+) -> None:
+    cv = CrossValidation("unet_cv", tiny_config, {}, global_config)
+    cv.folder.mkdir(parents=True)
+    held = cv.claim(0)
+    assert (cv.folder / ".fold_0.lock.pid").read_text(encoding="utf-8") == f"{os.getpid()}\n"
+    with pytest.raises(ConfigError) as refused:
+        cv.claim(0)
+    assert str(refused.value) == (
+        f"fold 0 of cross-validation unet_cv is being trained by another process (pid {os.getpid()}); wait for it "
+        "to end, or stop it"
+    )
+    cv.claim(1).release()  # the other folds stay free
+    held.release()
+    cv.claim(0).release()  # and this one is free again once its process lets it go
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -188,19 +209,9 @@ def test_train_py_refuses_a_cross_validation_that_cannot_be_in_one_line_and_writ
 def test_a_fold_without_the_checkpoint_metrics_class_is_refused_before_any_fold_trains(
     tmp_path: Path, tiny_config: dict, global_config: GlobalConfig
 ) -> None:
-    for sub in ("images", "masks"):
-        (tmp_path / sub).mkdir()
-    for scene in range(3):
-        for tile in range(2):
-            pixels = np.zeros((8, 8), dtype=np.uint8)
-            pixels[:4, :4] = 255 * (scene > 0)  # scene0: no foreground anywhere
-            for sub in ("images", "masks"):
-                Image.fromarray(pixels).save(tmp_path / sub / f"scene{scene}_{tile}.png")
     config = {
         **tiny_config,
-        "DATASET": SegmentationFolder,
-        "DATASET_CONFIG": {"root": str(tmp_path)},
-        "VAL_GROUPS": r"^(scene\d)_",
+        **scene_tiles(tmp_path, foreground_rows=[0, 4, 4], tiles=2),  # scene0: no foreground anywhere
         "FOLDS": 3,
         "DATA_LOADER_CONFIG": {"batch_size": 2, "num_workers": 0},
     }

@@ -15,13 +15,12 @@ import functools
 import hashlib
 import importlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from filelock import FileLock, Timeout
+from filelock import FileLock
 
 import extensions
 from config.device import get_device
@@ -35,7 +34,7 @@ from training.cv_scores import score_fold, scored, summarize
 from training.records import RunResult
 from training.sanity_checks import check_fold_classes
 from utils.data.images import DataError
-from utils.files import atomic_write, safe_name
+from utils.files import atomic_write, hold_lock, safe_name
 from utils.tracking.csv_logs import read_experiments
 
 
@@ -140,17 +139,7 @@ class CrossValidation:
         Raises:
             ConfigError: another process holds it, naming its pid.
         """
-        lock, owner = FileLock(self.folder / f".fold_{fold}.lock"), self.folder / f".fold_{fold}.pid"
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            pid = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown"
-            raise ConfigError(
-                f"fold {fold} of cross-validation {self.name} is being trained by another process (pid {pid}); wait "
-                "for it to end, or stop it"
-            ) from None
-        owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
-        return lock
+        return hold_lock(self.folder / f".fold_{fold}.lock", f"fold {fold} of cross-validation {self.name}")
 
 
 def cross_validate(

@@ -8,7 +8,6 @@ interrupted, failed or what a hook's StopRun names). It writes; the Run decides 
 import importlib.metadata
 import json
 import logging
-import os
 import platform
 import subprocess
 import time
@@ -20,11 +19,9 @@ from typing import Any
 
 import pandas as pd
 import torch
-from filelock import FileLock, Timeout
 
 from config.paths import ROOT_PATH, GlobalConfig
-from config.serialize import ConfigError
-from utils.files import create_unique_dir, make_run_name
+from utils.files import create_unique_dir, hold_lock, make_run_name
 from utils.tracking.csv_logs import append_history, flatten, read_experiments, upsert_experiment
 from utils.tracking.plot import plot_history
 
@@ -131,7 +128,8 @@ class RunRecorder:
         self.run_name = self.run_dir.name
         self.weight_dir = global_config.run_weight_dir(self.run_name)
         self.experiments_csv, self.history_csv = global_config.LOG_DIR / "experiments.csv", self.run_dir / "history.csv"
-        self._lock = self._lock_run()
+        # One process trains a run at a time: a second one (--resume of a run still training) is refused.
+        self._lock = hold_lock(self.run_dir / ".lock", f"run {self.run_name}")
         self.epochs_done = epochs_done  # from the checkpoint: history.csv may have lost rows since
         if run_name is not None:
             self._continue(epochs_done)
@@ -153,23 +151,6 @@ class RunRecorder:
         self.write_row("running")
         described = f", model {describe_model(model)}" if model is not None else ""
         LOGGER.info("run %s (%s routine) on %s%s: logs in %s", self.run_name, routine, device, described, self.run_dir)
-
-    def _lock_run(self) -> FileLock:
-        """One process trains a run at a time: a second one (``--resume`` of a run still training) is refused.
-
-        Raises:
-            ConfigError: the run is locked, naming the process that holds it.
-        """
-        lock, owner = FileLock(self.run_dir / ".lock"), self.run_dir / ".lock.pid"
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            pid = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown"
-            raise ConfigError(
-                f"run {self.run_name} is being trained by another process (pid {pid}); wait for it to end, or stop it"
-            ) from None
-        owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
-        return lock
 
     def _continue(self, epochs_done: int) -> None:
         """A resumed run keeps its history up to ``epochs_done`` (later rows are redone), start time and duration."""

@@ -1,4 +1,4 @@
-"""Files and folders of runs: run names, safe names, unique run folders, the latest run, atomic writes."""
+"""Files and folders of runs: run names, safe names, unique run folders, the latest run, atomic writes, locks."""
 
 import os
 import re
@@ -8,6 +8,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
+
+from filelock import FileLock, Timeout
+
+from config.serialize import ConfigError
 
 
 def safe_name(text: str) -> str:
@@ -62,6 +66,25 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def hold_lock(lock_path: Path, what: str) -> FileLock:
+    """Take ``lock_path`` without waiting and write this process's pid to ``<lock_path>.pid``: one process trains
+    ``what`` (a run, a fold) at a time, and a second one is told which process to wait for or stop.
+
+    Raises:
+        ConfigError: another process holds the lock, naming ``what`` and that process's pid.
+    """
+    lock, owner = FileLock(lock_path), lock_path.with_name(f"{lock_path.name}.pid")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        pid = owner.read_text(encoding="utf-8").strip() if owner.is_file() else "unknown"
+        raise ConfigError(
+            f"{what} is being trained by another process (pid {pid}); wait for it to end, or stop it"
+        ) from None
+    owner.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    return lock
 
 
 def _umask() -> int:
