@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import pandas as pd
 import pytest
 from checkpoints import save_checkpoint, save_onnx
 from onnx import numpy_helper
