@@ -9,24 +9,28 @@ and confusion.png (not for multi-label models). By default whole images are pred
 the run's validation folder gives the figures of history.csv; ``--tile N`` predicts by overlapping tiles as
 predict.py does and says how far the means move. Several checkpoints (an ensemble, utils/ensemble.py) write to
 ``LOG_DIR/<cross-validation>/evaluation/<NAME>/`` for a cross-validation's name, else to the first checkpoint's run
-as ``<NAME>_ensemble<K>``; ``--tta`` adds ``_tta``.
+as ``<NAME>_ensemble<K>``; ``--tta`` adds ``_tta``. An ``.onnx`` file of export.py predicts through onnxruntime as
+predict.py's ONNX path does (utils/onnx_evaluation.py), one image at a time, into ``<NAME>_onnx`` of its run; the
+masks are read with config/train_config.py, which must be of the file's task and classes.
 """
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import extensions
 from config.device import DeviceError, get_device
-from config.paths import get_global_config
-from config.serialize import from_jsonable
+from config.paths import GlobalConfig, get_global_config
 from training.checkpoint import CheckpointError
 from utils.data.images import DataError
 from utils.ensemble import load_ensemble
-from utils.evaluation import METRICS, evaluate_tiled, evaluate_whole, samples_of, tables, write_tables
+from utils.evaluation import METRICS, samples_of, scores_of, tables, write_tables
 from utils.files import safe_name
+from utils.onnx_model import OnnxModelError, onnx_weights
+from utils.prediction import Predictor
 from utils.tiling import tile_for
 
 
@@ -39,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--weights",
         nargs="+",
-        help="checkpoints, run names or cross-validations; several: an ensemble (default: best.pt of the latest run)",
+        help="checkpoints, run names or cross-validations; several: an ensemble; or one .onnx file of export.py "
+        "(default: best.pt of the latest run)",
     )
     parser.add_argument("--tta", action="store_true", help="average over flips (and quarter turns of square images)")
     parser.add_argument("--tile", type=int, default=0, help="tile side in pixels; 0: whole images (default)")
@@ -56,31 +61,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load(args: argparse.Namespace, global_config: GlobalConfig) -> tuple[Any, str, str]:
+    """(model, the files it came from, the label of its tables' folder): a checkpoint's or an ensemble's Predictor,
+    or an exported OnnxModel (label "onnx"). Raises OnnxModelError, DataError, CheckpointError, DeviceError."""
+    onnx = onnx_weights(args.weights, args.tta)
+    if onnx:
+        # pylint: disable-next=import-outside-toplevel  # onnxruntime, and the config that reads the masks, on demand
+        from config.train_config import TRAIN_CONFIG
+        from utils.onnx_evaluation import load_onnx  # pylint: disable=import-outside-toplevel
+
+        return load_onnx(onnx, args.device, TRAIN_CONFIG), onnx, "onnx"
+    predictor, checkpoints = load_ensemble(args.weights, global_config, get_device(args.device), args.tta)
+    weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
+    return predictor, weights, getattr(predictor.model, "label", "")
+
+
 def evaluate(args: argparse.Namespace) -> Path:
     """Evaluate as the arguments say; the folder of the tables.
 
     Raises:
-        DataError, CheckpointError, DeviceError, ValueError: a bad folder, mask, checkpoint, device or class mapping.
+        DataError, CheckpointError, DeviceError, OnnxModelError, ValueError: a bad folder, mask, checkpoint, .onnx
+            file, device or class mapping.
     """
-    device = get_device(args.device)
     global_config = get_global_config()
-    predictor, checkpoints = load_ensemble(args.weights, global_config, device, args.tta)
-    weights = " + ".join(map(str, checkpoints)) + (" with TTA" if args.tta else "")
-    if args.tile % predictor.divisor:
-        raise DataError(
-            f"--tile {args.tile} is not a multiple of the model's {predictor.divisor}: "
-            f"use {tile_for(args.tile, predictor.divisor)}"
-        )
+    predictor, weights, label = load(args, global_config)
+    if args.tile % (divisor := predictor.divisor):
+        suggestion = tile_for(args.tile, divisor)
+        raise DataError(f"--tile {args.tile} is not a multiple of the model's {divisor}: use {suggestion}")
     folder, samples = samples_of(predictor, args.data)
-    loader_config = from_jsonable(predictor.config.get("DATA_LOADER_CONFIG") or {"batch_size": 1})
-    whole = evaluate_whole(predictor, samples, loader_config) if args.compare or not args.tile else None
-    scores = evaluate_tiled(predictor, samples, args.tile, args.overlap) if args.tile else whole
+    whole = scores_of(predictor, samples, 0, args.overlap) if args.compare or not args.tile else None
+    scores = scores_of(predictor, samples, args.tile, args.overlap) if args.tile else whole
     name = safe_name(args.name or Path(args.data).resolve().name)
-    name += f"_{predictor.model.label}" if getattr(predictor.model, "label", "") else ""  # not the model's own tables
+    name += f"_{label}" if label else ""  # not the checkpoint's own tables
     output = global_config.LOG_DIR / predictor.run_name / "evaluation" / name
     write_tables(output, tables(scores, [Path(image).name for image, _ in folder.pairs], predictor.classes))
-    checkpoint = {"config": predictor.config, "run_name": predictor.run_name, "extensions": predictor.extensions}
-    extensions.evaluated(checkpoint, output, global_config.LOG_DIR)  # e.g. the tables to the run's tracking
+    if isinstance(predictor, Predictor):  # an exported file carries no tracked run to send the tables to
+        checkpoint = {"config": predictor.config, "run_name": predictor.run_name, "extensions": predictor.extensions}
+        extensions.evaluated(checkpoint, output, global_config.LOG_DIR)  # e.g. the tables to the run's tracking
     means = scores.means()
     print(f"{len(samples)} image(s) of {args.data} with {weights}:")
     for metric in METRICS:
@@ -109,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with torch.no_grad():
             evaluate(args)
-    except (DataError, DeviceError, CheckpointError) as err:
+    except (DataError, DeviceError, CheckpointError, OnnxModelError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # MASK_VALUES / IGNORE_INDEX that do not fit the task: the run's config, not the data
-        print(f"error: the checkpoint's classes: {err}", file=sys.stderr)
+        print(f"error: the model's classes: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # a full disk, a folder made read-only meanwhile
         print(f"error: {err.strerror or err}{f': {err.filename}' if err.filename else ''}", file=sys.stderr)

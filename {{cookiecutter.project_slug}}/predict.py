@@ -19,7 +19,7 @@ from typing import Any
 
 from utils.data.images import DataError, read_image
 from utils.data.system_files import skipped_line
-from utils.onnx_model import OnnxModelError
+from utils.onnx_model import OnnxModelError, onnx_weights
 from utils.outputs import find_inputs, output_folder, output_names
 
 __all__ = ["find_inputs", "main", "output_folder"]  # and load_model, predict_mask: see __getattr__
@@ -39,20 +39,19 @@ def load(args: argparse.Namespace) -> tuple[Any, str, Callable, Callable]:
     files take utils/onnx_inference.py, which imports no torch; checkpoints take torch, imported here only.
 
     Raises:
-        DataError: .onnx mixed with checkpoints, several .onnx files or --tta with one, a bad device or checkpoint.
-        OnnxModelError: a file that onnxruntime cannot open or that export.py did not write.
+        DataError: a bad device or checkpoint.
+        OnnxModelError: .onnx mixed with checkpoints, several .onnx files or --tta with one; a file that onnxruntime
+            cannot open or that export.py did not write.
     """
-    onnx = [name for name in args.weights or [] if name.lower().endswith(".onnx")]
+    onnx = onnx_weights(args.weights, args.tta)
     if onnx:
-        if len(onnx) < len(args.weights) or len(onnx) > 1 or args.tta:
-            raise DataError("--weights: one .onnx file alone, without --tta (an ensemble or TTA needs checkpoints)")
         from utils.onnx_inference import OnnxPredictor  # pylint: disable=import-outside-toplevel
         from utils.outputs import write_array_outputs  # pylint: disable=import-outside-toplevel
 
-        model = OnnxPredictor(onnx[0], args.device)
+        model = OnnxPredictor(onnx, args.device)
         return (
             model,
-            onnx[0],
+            onnx,
             lambda image: model.logits(model.prepare(image), args.tile, args.overlap),
             write_array_outputs,
         )

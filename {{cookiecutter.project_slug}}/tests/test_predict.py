@@ -1,6 +1,6 @@
 """predict.py on real data: tiles blended as whole images predict, label maps of every task, probabilities, many
-bands, GeoTIFF georeferencing, unreadable files among good ones, outputs that would overwrite, large scenes, and
-checkpoints older than tasks."""
+bands, unreadable files among good ones, outputs that would overwrite, large scenes, and checkpoints older than
+tasks. GeoTIFF georeferencing: tests/test_predict_model_kinds.py, for checkpoints and .onnx files alike."""
 
 import subprocess
 import sys
@@ -135,22 +135,6 @@ def test_twelve_band_tiff_and_npy(tmp_path: Path, capsys: pytest.CaptureFixture)
     assert len(err.strip().splitlines()) == 1 and "grey.png" in err and "12" in err
     assert tifffile.imread(tmp_path / "out" / "bands.tif").shape == (36, 44)
     assert np.array(Image.open(tmp_path / "out" / "last.png")).shape == (64, 64)
-
-
-def test_a_geotiff_gives_geotiffs_with_its_georeferencing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    rasterio = pytest.importorskip("rasterio")
-    transform = rasterio.transform.from_origin(500000.0, 4600000.0, 10.0, 10.0)
-    profile = {"driver": "GTiff", "height": 40, "width": 56, "count": 3, "dtype": "uint16", "crs": "EPSG:32633"}
-    (tmp_path / "in").mkdir()
-    with rasterio.open(tmp_path / "in" / "scene.tif", "w", transform=transform, **profile) as target:
-        target.write(np.random.default_rng(0).integers(0, 65535, (3, 40, 56), dtype=np.uint16))
-    weights = save_checkpoint(tmp_path / "w.pt", "multiclass", ["a", "b"], bands=3)
-    args = ("-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--weights", str(weights), "--probabilities")
-    assert run(capsys, *args)[0] == 0
-    for name, count in (("scene.tif", 1), ("scene_prob.tif", 2)):
-        with rasterio.open(tmp_path / "out" / name) as written:
-            assert written.crs.to_epsg() == 32633 and written.transform == transform, name
-            assert (written.count, written.height, written.width) == (count, 40, 56)
 
 
 def test_an_unreadable_file_is_one_line_and_the_others_are_predicted(

@@ -2,19 +2,22 @@
 
 Whole images go through a DataLoader exactly as validation does (the run's batch size, batches padded to the model's
 divisor with ignored pixels), so that the mean over images of a metric is the figure history.csv records; tiled
-evaluation predicts each image by sliding windows (utils/tiling.py), as predict.py does for large scenes. A value
+evaluation predicts each image by sliding windows (utils/tiling.py), as predict.py does for large scenes; an
+exported model predicts each image alone, as predict.py's ONNX path does (utils/onnx_evaluation.py). A value
 with nothing to count (dice of an image where truth and prediction are both empty) is NaN, and the means skip it
 with the rule validation follows (utils/metric_sums.py): each class's mean over its defined values, with their count.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from config.serialize import from_jsonable
 from utils.data.folder import SegmentationFolder
 from utils.data.samples import SegmentationSamples
 from utils.data.targets import MaskEncoder
@@ -23,6 +26,9 @@ from utils.metric_sums import MetricSums
 from utils.metrics import confusion_matrix, dice, iou
 from utils.prediction import Predictor
 from utils.tiling import sliding_window
+
+if TYPE_CHECKING:  # onnxruntime only for an .onnx model
+    from utils.onnx_evaluation import OnnxModel
 
 METRICS = {"dice": dice, "iou": iou}
 
@@ -58,10 +64,10 @@ class Scores:
         return self.sums.compute()
 
 
-def samples_of(predictor: Predictor, root: str | Path) -> tuple[SegmentationFolder, Dataset]:
+def samples_of(predictor: "Predictor | OnnxModel", root: str | Path) -> tuple[SegmentationFolder, Dataset]:
     """The labelled folder ``root`` as training reads it: the run's bands, masks encoded for its task and classes,
-    its normalisation and no-data value (no-data pixels ``predictor.fill``). Raises DataError for a bad folder,
-    ValueError for a bad class mapping."""
+    its normalisation and no-data value (no-data pixels ``predictor.fill``; an exported model's images raw, NaN).
+    Raises DataError for a bad folder, ValueError for a bad class mapping."""
     config = predictor.config
     folder = SegmentationFolder(root, channels=predictor.channels)
     num_classes = 2 if predictor.task == "binary" else len(predictor.classes)
@@ -87,11 +93,34 @@ def evaluate_whole(
 
 def evaluate_tiled(predictor: Predictor, samples: Dataset, tile: int, overlap: float) -> Scores:
     """Scores of each image predicted by overlapping tiles of ``tile`` pixels (logits stitched on the CPU)."""
-    scores = Scores(predictor.task, predictor.classes)
+
+    def logits_of(image: torch.Tensor) -> torch.Tensor:
+        return sliding_window(predictor.model, image[None], tile, overlap, predictor.divisor)
+
+    return evaluate_each(predictor.task, predictor.classes, samples, logits_of)
+
+
+def evaluate_each(
+    task: str, classes: list[str], samples: Dataset, logits_of: Callable[[torch.Tensor], torch.Tensor]
+) -> Scores:
+    """Scores of each image ``[C, H, W]`` of ``samples`` predicted alone by ``logits_of`` (float32 logits
+    ``[1, K, H, W]``): tiles, or an exported model (utils/onnx_evaluation.OnnxModel.logits)."""
+    scores = Scores(task, classes)
     for index in range(len(samples)):  # type: ignore[arg-type]  # pylint: disable=consider-using-enumerate
         image, target = samples[index]
-        scores.add(sliding_window(predictor.model, image[None], tile, overlap, predictor.divisor), target[None])
+        scores.add(logits_of(image), target[None])
     return scores
+
+
+def scores_of(predictor: "Predictor | OnnxModel", samples: Dataset, tile: int, overlap: float) -> Scores:
+    """Scores of ``samples``: whole images as validation batches them (``tile`` 0) or by tiles for a checkpoint;
+    each image alone, by tiles or in one pass, through onnxruntime for an exported model."""
+    if not isinstance(predictor, Predictor):  # an OnnxModel: predict.py's ONNX path, one image at a time
+        return evaluate_each(predictor.task, predictor.classes, samples, lambda x: predictor.logits(x, tile, overlap))
+    if tile:
+        return evaluate_tiled(predictor, samples, tile, overlap)
+    loader_config = from_jsonable(predictor.config.get("DATA_LOADER_CONFIG") or {"batch_size": 1})
+    return evaluate_whole(predictor, samples, loader_config)
 
 
 def tables(scores: Scores, images: list[str], classes: list[str]) -> dict[str, pd.DataFrame]:

@@ -51,6 +51,18 @@ class OnnxModelError(RuntimeError):
     """An ONNX file that onnxruntime cannot open, or whose metadata is not this contract's."""
 
 
+def onnx_weights(weights: list[str] | None, tta: bool = False) -> str | None:
+    """The ``.onnx`` file among ``--weights`` (predict.py, evaluate.py), or None: checkpoints or run names only.
+
+    Raises:
+        OnnxModelError: an .onnx file with other weights or ``--tta``: ensembles and TTA need checkpoints.
+    """
+    onnx = [name for name in weights or [] if name.lower().endswith(".onnx")]
+    if onnx and (len(onnx) < len(weights or []) or len(onnx) > 1 or tta):
+        raise OnnxModelError("--weights: one .onnx file alone, without --tta (an ensemble or TTA needs checkpoints)")
+    return onnx[0] if onnx else None
+
+
 def metadata_props(values: dict[str, Any]) -> dict[str, str]:
     """``values`` (every key of KEYS but ``format_version``) -> the ``metadata_props`` strings: each value as JSON.
     A NaN no-data value becomes null (NaN means no data anyway, and is not JSON).
