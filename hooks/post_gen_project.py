@@ -49,9 +49,16 @@ OPTIONAL_PATHS = {
     "use_docker": [
         "Dockerfile",
         ".dockerignore",
+        "tools/docker_check.py",
+        "tools/docker_engine.py",
+        "tools/docker_mounts.sh",
+        "tools/local_base_image.sh",
         "tests/dockerfile_parser.py",
         "tests/test_dockerfile.py",
         "tests/test_docker_make.py",
+        "tests/test_docker_mounts.py",
+        "tests/test_docker_check.py",
+        "tests/test_inference_image.py",
     ],
     "use_hyperparameter_search": [
         "hyperparameter.py",

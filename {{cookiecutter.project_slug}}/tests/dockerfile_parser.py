@@ -100,3 +100,12 @@ def copy_sources(instruction: Instruction) -> list[str]:
     """The sources of a COPY or ADD (its options and its destination left out)."""
     args = json.loads(instruction.args) if instruction.args.startswith("[") else shlex.split(instruction.args)
     return [arg for arg in args if not arg.startswith("--")][:-1]
+
+
+def stage(instructions: list[Instruction], name: str) -> list[Instruction]:
+    """The instructions of one build stage: from its ``FROM ... AS name`` up to the next ``FROM``."""
+    starts = [i for i, instruction in enumerate(instructions) if instruction.keyword == "FROM"]
+    for begin, end in zip(starts, starts[1:] + [len(instructions)], strict=True):
+        if shlex.split(instructions[begin].args)[-1] == name:
+            return instructions[begin:end]
+    raise ValueError(f"no stage {name}")

@@ -64,9 +64,9 @@ def fixture_make_n(tmp_path: Path, work: Path):
     return make_n
 
 
-def docker_command(commands: list[list[str]]) -> list[str]:
-    """The one ``docker ...`` command among those make would run."""
-    (command,) = [words for words in commands if words[:1] == ["docker"]]
+def docker_command(commands: list[list[str]], engine: str = "docker") -> list[str]:
+    """The one ``docker ...`` (or ``podman ...``) command among those make would run."""
+    (command,) = [words for words in commands if words[:1] == [engine]]
     return command
 
 
@@ -99,7 +99,8 @@ def make_in_project(*args: str) -> subprocess.CompletedProcess:
 @needs_make
 def test_make_help_lists_the_docker_targets():
     help_text = make_in_project("help").stdout
-    for target in ["docker-build", "docker-run"] + (["docker-tensorboard"] if has_tensorboard() else []):
+    targets = ["docker-build", "docker-run", "docker-predict", "docker-check"]
+    for target in targets + (["docker-tensorboard"] if has_tensorboard() else []):
         assert re.search(rf"^  {target} ", help_text, re.MULTILINE), f"make help does not list {target}"
 
 
@@ -112,6 +113,7 @@ def test_docker_build(make_n, gpu, variant):
     uid, gid = str(os.getuid() or 1000), str(os.getgid() or 1000)  # root's ids become 1000: never root
     assert build_args == {"VARIANT": variant, "REQUIREMENTS": "requirements.txt", "USER_UID": uid, "USER_GID": gid}
     assert option_values(words, "-t") == [f"{image_name()}:{variant}"]
+    assert option_values(words, "--target") == ["train"]
 
     overrides = ["VARIANT=cpu", "IMAGE=me/seg", "REQUIREMENTS=requirements-dev.txt"]
     words = docker_command(make_n("docker-build", *overrides, gpu=gpu)[0])
@@ -137,8 +139,11 @@ def test_docker_run(make_n, work, gpu, gpus):
         "--set",
         "COMMENT=in docker",
     ]
-    # The host folders are made first: Docker would create missing ones as root.
-    assert ["mkdir", "-p", "data", "logs", "weights"] in commands
+    # The host folders are made first: Docker would create missing ones as root; those the run writes must be
+    # the image user's (tools/docker_mounts.sh, tested in test_docker_mounts.py).
+    uid, gid = str(os.getuid() or 1000), str(os.getgid() or 1000)
+    assert ["mkdir", "-p", "data"] in commands
+    assert ["sh", "tools/docker_mounts.sh", uid, gid, "-w", "logs", "weights"] in commands
 
 
 @needs_make
@@ -175,3 +180,46 @@ def test_docker_tensorboard(make_n, work):
     assert option_values(words, "-v") == [f"{work / 'logs'}:/app/logs:ro"]
     command = words[words.index(f"{image_name()}:cpu") + 1 :]
     assert command[:5] == ["python", "-m", "tensorboard.main", "--logdir", "/app/logs"]
+
+
+@needs_make
+def test_docker_build_of_the_inference_image_and_the_arguments_given(make_n):
+    words = docker_command(make_n("docker-build", "VARIANT=inference")[0])
+    assert option_values(words, "--target") == ["inference"]
+    assert option_values(words, "-t") == [f"{image_name()}:inference"]
+    assert {arg.split("=")[0] for arg in option_values(words, "--build-arg")} == {"USER_UID", "USER_GID"}
+
+    base, index = "localhost/python-local:3.11", "http://127.0.0.1:8765/simple"
+    given = [f"BASE_IMAGE={base}", f"TORCH_INDEX_URL={index}", "DOCKER=podman", "DOCKER_NETWORK=host", "VARIANT=cpu"]
+    words = docker_command(make_n("docker-build", *given)[0], engine="podman")
+    assert {f"BASE_IMAGE={base}", f"TORCH_INDEX_URL={index}"} <= set(option_values(words, "--build-arg"))
+    assert "--network=host" in words
+    # BASE_IMAGE is passed to the inference image too: both images on one base
+    words = docker_command(make_n("docker-build", *given[:3], "VARIANT=inference")[0], engine="podman")
+    assert option_values(words, "--build-arg")[0] == f"BASE_IMAGE={base}" and index not in " ".join(words)
+
+
+@needs_make
+def test_docker_predict_mounts_model_and_folders_at_their_own_paths(make_n, work):
+    (work / "scenes").mkdir()
+    commands, _ = make_n("docker-predict", "MODEL=best.onnx", "INPUT=scenes", "OUTPUT=masks", "ARGS=--tile 256")
+    words = docker_command(commands)
+    model, scenes, masks = work / "best.onnx", work / "scenes", work / "masks"
+    assert set(option_values(words, "-v")) == {f"{model}:{model}:ro", f"{scenes}:{scenes}:ro", f"{masks}:{masks}"}
+    image = f"{image_name()}:inference"
+    assert words[words.index(image) :] == [
+        image, "-i", str(scenes), "-o", str(masks), "--weights", str(model), "--tile", "256",
+    ]  # fmt: skip
+    uid, gid = str(os.getuid() or 1000), str(os.getgid() or 1000)
+    assert ["sh", "tools/docker_mounts.sh", uid, gid, "-r", "best.onnx", "scenes", "-w", "masks"] in commands
+
+
+@needs_make
+def test_docker_predict_without_its_paths_is_one_line(work):
+    proc = subprocess.run(
+        [MAKE, "-f", str(PROJECT_ROOT / "Makefile"), "docker-predict", "MODEL=best.onnx"],
+        cwd=work, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "docker-predict needs MODEL=<export.py's .onnx> INPUT=<folder> OUTPUT=<folder>" in proc.stderr
+    assert not list(work.iterdir())

@@ -23,6 +23,7 @@ from dockerfile_parser import (
     is_ignored,
     only,
     parse_dockerfile,
+    stage,
 )
 
 from config.paths import ROOT_PATH as PROJECT_ROOT
@@ -40,8 +41,8 @@ def fixture_dockerfile() -> list[Instruction]:
 
 
 def install_step(dockerfile: list[Instruction]) -> Instruction:
-    """The one ``RUN`` that installs the dependencies."""
-    (step,) = [run for run in only(dockerfile, "RUN") if "pip install" in run.args]
+    """The one ``RUN`` of the training stage that installs the dependencies."""
+    (step,) = [run for run in only(stage(dockerfile, "train"), "RUN") if "pip install" in run.args]
     return step
 
 
@@ -89,13 +90,15 @@ def test_dockerfile_has_only_known_instructions(dockerfile):
 def test_base_image_is_pinned_to_the_project_python(dockerfile):
     requires = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     python = requires["requires-python"].removeprefix(">=")
-    images = [shlex.split(instruction.args)[0] for instruction in only(dockerfile, "FROM")]
-    assert images
-    for image in images:
-        name, _, tag = image.partition(":")
-        # An exact version, e.g. python:3.11.13-slim-bookworm: never "latest", "3" or "3.11", which move.
-        assert re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9.]+)*", tag), f"{image} is not pinned to an exact version"
-        assert name == "python" and tag.startswith(f"{python}."), f"{image} is not Python {python}"
+    args = dict(shlex.split(a.args)[0].split("=", 1) for a in only(dockerfile, "ARG") if "=" in a.args)
+    name, _, tag = args["BASE_IMAGE"].partition(":")
+    # An exact version, e.g. python:3.11.13-slim-bookworm: never "latest", "3" or "3.11", which move.
+    assert re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9.]+)*", tag), f"{args['BASE_IMAGE']} is not an exact version"
+    assert name == "python" and tag.startswith(f"{python}."), f"{args['BASE_IMAGE']} is not Python {python}"
+    # One base for every image, so that their sizes compare; the training image last (the default target).
+    stages = [shlex.split(instruction.args) for instruction in only(dockerfile, "FROM")]
+    assert stages == [["${BASE_IMAGE}", "AS", "base"], ["base", "AS", "inference"], ["base", "AS", "train"]]
+    assert dockerfile[0] == Instruction("ARG", f"BASE_IMAGE={args['BASE_IMAGE']}", dockerfile[0].line)
 
 
 def test_every_copied_file_is_in_the_build_context(dockerfile):
@@ -133,7 +136,7 @@ def test_dockerignore_keeps_data_logs_weights_and_secrets_out():
 def test_dependencies_install_from_constraints_before_the_code(dockerfile):
     step = install_step(dockerfile)
     assert re.search(r"pip install -r \S+ -c constraints\.txt", step.args), "the install step ignores constraints.txt"
-    copies = only(dockerfile, "COPY")
+    copies = only(stage(dockerfile, "train"), "COPY")
     deps = [copy for copy in copies if "constraints.txt" in copy_sources(copy)]
     code = [copy for copy in copies if "." in copy_sources(copy)]
     assert deps and code
@@ -171,15 +174,15 @@ def test_install_step_per_variant(dockerfile, tmp_path, variant):
 def test_install_step_refuses_an_unknown_variant(dockerfile, tmp_path):
     status, errors, calls = run_step(install_step(dockerfile), tmp_path, ["pip"], VARIANT="gpu")
     assert status != 0
-    assert "VARIANT must be cpu or cuda, not 'gpu'" in errors
+    assert "VARIANT must be cpu or cuda (the inference image is --target inference), not 'gpu'" in errors
     assert calls == []
 
 
 def test_image_trains_as_a_user_who_is_not_root(dockerfile, tmp_path):
-    users = only(dockerfile, "USER")
-    assert users, "no USER: the image would run as root"
-    user = users[-1].args.split(":")[0]
-    assert user not in {"root", "0"}
+    users = [only(stage(dockerfile, name), "USER") for name in ("inference", "train")]
+    assert all(users), "a stage without USER: its image would run as root"
+    user = users[-1][-1].args.split(":")[0]
+    assert user not in {"root", "0"} and users[0][-1].args == users[1][-1].args
 
     # The step that creates the user refuses uid 0 (a root user under another name) before it creates anything.
     (step,) = [run for run in only(dockerfile, "RUN") if "useradd" in run.args]
@@ -197,3 +200,12 @@ def test_runs_read_and_write_the_mounted_folders(dockerfile):
     (workdir,) = only(dockerfile, "WORKDIR")
     assert all(path.startswith(f"{workdir.args}/") for path in VOLUMES.values())
     assert json.loads(only(dockerfile, "CMD")[-1].args) == ["python", "train.py"]
+
+
+def test_torch_comes_from_the_index_given(dockerfile, tmp_path):
+    """TORCH_INDEX_URL (a mirror, a local index) replaces PyTorch's CPU index."""
+    shutil.copy(PROJECT_ROOT / "constraints.txt", tmp_path / "constraints.txt")
+    mirror = "http://127.0.0.1:8765/simple"
+    status, errors, calls = run_step(install_step(dockerfile), tmp_path, ["pip"], VARIANT="cpu", TORCH_INDEX_URL=mirror)
+    assert status == 0, errors
+    assert calls[0].startswith(f"pip install --no-deps --index-url {mirror} torch==")

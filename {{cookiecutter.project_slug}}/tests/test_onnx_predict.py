@@ -1,6 +1,9 @@
 """predict.py with an .onnx file of export.py, in a process where torch cannot be imported: the masks and
 probabilities of the checkpoint it came from, and the checkpoint path's refusals."""
 
+import importlib.metadata
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from checkpoints import save_checkpoint
+from checkpoints import save_checkpoint, save_onnx
+from PIL import Image
 
 import export
 import predict
@@ -26,12 +30,75 @@ NO_TORCH = (  # None in sys.modules: "import torch" raises ImportError, as where
 )
 
 
-def no_torch_predict(*args: str) -> subprocess.CompletedProcess:
-    """predict.py in a subprocess where ``import torch`` raises ImportError."""
-    root = Path(predict.__file__).parent
+# ...and then, predict.py having exited, the top-level modules it imported (not those of the interpreter's start,
+# such as a .pth file's) as a JSON list on the last line
+LIST_MODULES = (
+    "import json, runpy, sys\nsys.modules['torch'] = None\nsys.argv = sys.argv[1:]\nbefore = set(sys.modules)\n"
+    "try:\n    runpy.run_path('predict.py', run_name='__main__')\nfinally:\n"
+    "    print(json.dumps(sorted({m.split('.')[0] for m, v in sys.modules.items() if v and m not in before})))\n"
+)
+
+
+def no_torch_predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """predict.py in a subprocess where ``import torch`` raises ImportError; ``cwd``: a folder holding predict.py
+    and what it imports (default: the project)."""
     return subprocess.run(
-        [sys.executable, "-c", NO_TORCH, "predict.py", *args], cwd=root, capture_output=True, text=True, check=False
+        [sys.executable, "-c", NO_TORCH, "predict.py", *args],
+        cwd=cwd or Path(predict.__file__).parent,
+        capture_output=True,
+        text=True,
+        check=False,
     )
+
+
+def inference_distributions() -> set[str]:
+    """The distributions of requirements-inference.txt and everything they require (their extras left out)."""
+    root = Path(predict.__file__).parent
+    text = (root / "requirements-inference.txt").read_text(encoding="utf-8")
+    todo = re.findall(r"^([A-Za-z0-9_.-]+)", text, re.MULTILINE)
+    found: set[str] = set()
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name not in found:
+            found.add(name)
+            requires = importlib.metadata.requires(name) or []
+            todo += [re.match(r"[A-Za-z0-9_.-]+", r)[0] for r in requires if "extra ==" not in r]
+    return found
+
+
+def imported_distributions(*args: str, cwd: Path | None = None) -> set[str]:
+    """The distributions (not the standard library's or the project's modules) that predict.py imports, run with
+    ``args`` in a process without torch; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", LIST_MODULES, "predict.py", *args],
+        cwd=cwd or Path(predict.__file__).parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    owners = importlib.metadata.packages_distributions()
+    modules = set(json.loads(done.stdout.splitlines()[-1])) - set(sys.stdlib_module_names)
+    return {re.sub(r"[-_.]+", "-", dist).lower() for module in modules for dist in owners.get(module, [])}
+
+
+def onnx_scenes(folder: Path) -> tuple[Path, Path]:
+    """(a small .onnx file, a folder of two PNG scenes) in ``folder``."""
+    scenes = folder / "scenes"
+    scenes.mkdir(parents=True)
+    for name, size in {"a": (40, 52), "b": (33, 20)}.items():
+        Image.fromarray(np.random.default_rng(1).integers(0, 255, size, dtype=np.uint8)).save(scenes / f"{name}.png")
+    return save_onnx(folder / "model.onnx"), scenes
+
+
+def test_the_onnx_path_imports_only_requirements_inference(tmp_path: Path) -> None:
+    """An environment of requirements-inference.txt (the inference image's) predicts: nothing else is imported."""
+    model, scenes = onnx_scenes(tmp_path)
+    args = ["-i", str(scenes), "-o", str(tmp_path / "out"), "--weights", str(model), "--tile", "16", "--probabilities"]
+    imported = imported_distributions(*args)
+    assert {"onnxruntime", "numpy", "pillow", "tifffile"} <= imported
+    assert imported <= inference_distributions(), imported - inference_distributions()
+    assert len(list((tmp_path / "out").glob("*.png"))) == 2
 
 
 @pytest.mark.slow
