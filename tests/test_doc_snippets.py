@@ -29,7 +29,7 @@ from conftest import TEMPLATE_DIR, clean_env, run
 
 DOCS = sorted((TEMPLATE_DIR / "docs").glob("*.md"))
 ALLOWED = {"cookiecutter", "cruft", "pip", "git", "docker", "torchrun", "sbatch", "srun", "conda", "source", "cd"}
-ALLOWED |= {"tensorboard", "mlflow"}
+ALLOWED |= {"tensorboard", "mlflow", "podman"}
 # Shell builtins that set the environment of the commands after them (a password read without echo, not typed).
 ALLOWED |= {"export", "read"}
 PYTHONS = {"python", "python3", ".venv/bin/python"}

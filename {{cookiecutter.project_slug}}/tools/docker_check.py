@@ -12,6 +12,7 @@ check failed, 2 this machine cannot build (no disk, no base image, no CPU wheel 
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,7 +79,8 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args, self.work, self.times = args, work, {}
-        self.python = f"{sys.version_info.major}.{sys.version_info.minor}"
+        # The images' Python is the project's (pyproject.toml), whatever runs this script
+        self.python = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())[1]
         self.server: subprocess.Popen | None = None
         self.wheel_missing = False  # no CPU wheel of torch for this Python: no cpu image
         self.folders = {name: work / name for name in ("data", "logs", "weights", "scenes")}
@@ -113,7 +115,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
         """make's TORCH_INDEX_URL for the cpu image: a local index served on 127.0.0.1 unless one is given."""
         if self.args.variant != "cpu" or os.environ.get("TORCH_INDEX_URL"):
             return []
-        index = torch_index(self.work / "index", "fastai" in (ROOT / "requirements.txt").read_text())
+        index = torch_index(self.work / "index", self.python, "fastai" in (ROOT / "requirements.txt").read_text())
         if index is None:
             self.wheel_missing = True
             return []

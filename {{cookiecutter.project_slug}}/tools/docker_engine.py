@@ -84,7 +84,7 @@ def base_image(docker: str, python: str, given: str | None) -> str:
     return local
 
 
-def torch_index(folder: Path, fastai: bool) -> str | None:
+def torch_index(folder: Path, python: str, fastai: bool) -> str | None:
     """A PEP 503 index with the CPU wheels of torch (and torchvision with fastai) at their pins, or None.
 
     pip's own configuration is tried first (a wheelhouse, a mirror), then PyTorch's CPU index.
@@ -95,6 +95,7 @@ def torch_index(folder: Path, fastai: bool) -> str | None:
             for name in ["torch"] + ["torchvision"] * fastai:
                 target = folder / "simple" / name
                 wheel = [f"{name}=={pins[name]}+cpu", "-d", str(target), "--no-deps", "--only-binary=:all:"]
+                wheel += ["--python-version", python]  # the image's Python, not necessarily this one
                 run(*PIP, "download", *wheel, "-q", "--timeout", "20", "--retries", "1", *index, quiet=True)
             return str(folder)
         except subprocess.CalledProcessError:
