@@ -53,7 +53,6 @@ def test_an_onnx_file_gives_a_checkpoints_tables_from_its_own_predictions(
     ("kind", "words"),
     [
         ("classes", "is a binary model of ['other'] but config/train_config.py says binary"),
-        ("bands", "has 1 bands but"),
         ("tta", "one .onnx file alone, without --tta"),
         ("with a checkpoint", "one .onnx file alone"),
         ("not onnx", "onnxruntime cannot open it"),
@@ -64,8 +63,7 @@ def test_an_onnx_file_that_does_not_fit_is_one_line(
     kind: str, words: str, tmp_path: Path, global_config: GlobalConfig, capsys: pytest.CaptureFixture
 ) -> None:
     folder = labelled_folder(tmp_path / "set", bands=1, classes=2)
-    classes, bands = (["other"] if kind == "classes" else CLASSES), (2 if kind == "bands" else 1)
-    model = save_onnx(tmp_path / "model.onnx", "binary", classes, bands)
+    model = save_onnx(tmp_path / "model.onnx", "binary", ["other"] if kind == "classes" else CLASSES)
     if kind == "not onnx":
         model.write_bytes(b"not a model")
     args = ["--data", str(folder), "--weights", str(model), "--device", "cpu"]
@@ -73,6 +71,24 @@ def test_an_onnx_file_that_does_not_fit_is_one_line(
     assert evaluate.main([*args, *extra.get(kind, [])]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+    assert not global_config.LOG_DIR.exists() or not any(global_config.LOG_DIR.iterdir())  # no table written
+
+
+def test_images_with_other_bands_than_the_onnx_file_are_refused_with_what_to_give_it(
+    tmp_path: Path, global_config: GlobalConfig, capsys: pytest.CaptureFixture
+) -> None:
+    """An exported model's bands are fixed: the line names the file and its bands, not DATASET_CONFIG, which a
+    checkpoint's refusal still names."""
+    folder = labelled_folder(tmp_path / "set", bands=1, classes=2)
+    model = save_onnx(tmp_path / "model.onnx", "binary", CLASSES, bands=2)
+    assert evaluate.main(["--data", str(folder), "--weights", str(model), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: image {folder / 'images' / 'tile_0.npy'} has 1 bands but the exported model {model} takes 2: "
+        "give it images of 2 bands, or a model trained on 1-band images\n"
+    )
+    weights = save_checkpoint(global_config.WEIGHT_DIR / "run" / "best.pt", "binary", CLASSES, bands=2)
+    assert evaluate.main(["--data", str(folder), "--weights", str(weights), "--device", "cpu"]) == 2
+    assert "has 1 bands but DATASET_CONFIG.channels is 2: set it to 1" in capsys.readouterr().err
     assert not global_config.LOG_DIR.exists() or not any(global_config.LOG_DIR.iterdir())  # no table written
 
 

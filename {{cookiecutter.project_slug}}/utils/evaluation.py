@@ -69,7 +69,9 @@ def samples_of(predictor: "Predictor | OnnxModel", root: str | Path) -> tuple[Se
     its normalisation and no-data value (no-data pixels ``predictor.fill``; an exported model's images raw, NaN).
     Raises DataError for a bad folder, ValueError for a bad class mapping."""
     config = predictor.config
-    folder = SegmentationFolder(root, channels=predictor.channels)
+    # An exported model's bands are fixed: a mismatch names the file, not DATASET_CONFIG as a checkpoint's does.
+    expected_by = None if isinstance(predictor, Predictor) else f"the exported model {predictor.path}"
+    folder = SegmentationFolder(root, channels=predictor.channels, expected_by=expected_by)
     num_classes = 2 if predictor.task == "binary" else len(predictor.classes)
     encoder = MaskEncoder(
         predictor.task, num_classes, config.get("MASK_VALUES"), config.get("IGNORE_INDEX"), config.get("MASK_THRESHOLD")

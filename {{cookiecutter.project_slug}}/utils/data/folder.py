@@ -61,6 +61,8 @@ class SegmentationFolder(Dataset):
         mask_dir: sub-folder of ``root`` holding the masks (raw values: class indices, 0/255, colours, K bands).
         channels: bands of the returned images: None keeps each file's own; 1 or 3 also convert grey <-> RGB;
             any other count must match the files.
+        expected_by: what fixes ``channels`` when it is not the config (an exported model), for the message of a
+            band mismatch (utils/data/images.read_image).
         transform: optional paired ``transform(image, mask) -> (image, mask)``.
 
     Raises:
@@ -78,12 +80,14 @@ class SegmentationFolder(Dataset):
         mask_dir: str = "masks",
         channels: int | None = None,
         transform: PairTransform | None = None,
+        expected_by: str | None = None,
     ) -> None:
         if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
             raise ValueError(f"channels must be None (the files' own bands) or an int >= 1, got {channels!r}")
         self.root = Path(root)
         self.channels = channels
         self.transform = transform
+        self.expected_by = expected_by
         if not self.root.is_dir():
             raise DataError(f"dataset folder not found: {self.root}")
         self.skipped: list[str] = []
@@ -121,7 +125,7 @@ class SegmentationFolder(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path, self.channels), read_mask(mask_path)
+        image, mask = read_image(image_path, self.channels, self.expected_by), read_mask(mask_path)
         # Headers were checked at init, but a header can lie (e.g. a .npy rewritten since); keep the pair honest.
         if image.shape[1:] != mask.shape[1:]:
             raise DataError(

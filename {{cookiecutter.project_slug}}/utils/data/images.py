@@ -112,7 +112,10 @@ def _set_channels(chw: np.ndarray, channels: int | None, path: Path, expected_by
     if bands == 3 and channels == 1:
         return np.tensordot(_LUMA, chw, axes=1)[None].astype(np.float32)
     if expected_by is not None:  # a trained model: its bands are fixed
-        raise DataError(f"image {path} has {bands} bands but {expected_by} takes {channels}")
+        raise DataError(
+            f"image {path} has {bands} bands but {expected_by} takes {channels}: give it images of {channels} bands, "
+            f"or a model trained on {bands}-band images"
+        )
     raise DataError(
         f"image {path} has {bands} bands but DATASET_CONFIG.channels is {channels}: set it to {bands} "
         f"(or None to keep each file's bands) and MODEL_CONFIG.in_channels to match"
@@ -161,12 +164,13 @@ def read_image(path: str | Path, channels: int | None = None, expected_by: str |
     TIFF bands are its pages or samples; a 3-D .npy is HxWxC or CxHxW (the smaller of the first and last sizes is
     the band axis; a tie is HxWxC). PNG/JPEG alpha is dropped. ``channels`` None keeps the file's bands; 1 and 3
     turn grey into RGB (repeated) and RGB into grey (luma). ``expected_by`` names what fixes ``channels`` when it is
-    not the config (predict.py: "the model of <checkpoint>"), for the message.
+    not the config (predict.py: "the model of <checkpoint>"; evaluate.py: "the exported model <file>.onnx"), for the
+    message.
 
     Raises:
         DataError: ``cannot read image <path>: <reason>`` for a missing, corrupt, truncated or unsupported file;
-            ``image <path> has <n> bands but DATASET_CONFIG.channels is <c>`` (or ``but <expected_by> takes <c>``)
-            for any other band mismatch.
+            ``image <path> has <n> bands but DATASET_CONFIG.channels is <c>`` (or ``but <expected_by> takes <c>``,
+            then what to give it) for any other band mismatch.
         ValueError: ``channels`` neither None nor an int >= 1.
     """
     path = Path(path)
