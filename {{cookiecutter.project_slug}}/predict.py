@@ -56,12 +56,18 @@ def load(args: argparse.Namespace) -> tuple[Any, str, Callable, Callable]:
             write_array_outputs,
         )
     # pylint: disable=import-outside-toplevel  # torch's path: seconds of imports the ONNX path does without
-    from config.device import DeviceError, get_device
-    from config.paths import get_global_config
-    from training.checkpoint import CheckpointError
-    from utils.ensemble import load_ensemble
-    from utils.prediction import write_outputs
-    from utils.tiling import sliding_window
+    try:
+        from config.device import DeviceError, get_device
+        from config.paths import get_global_config
+        from training.checkpoint import CheckpointError
+        from utils.ensemble import load_ensemble
+        from utils.prediction import write_outputs
+        from utils.tiling import sliding_window
+    except ModuleNotFoundError as err:  # an inference environment (requirements-inference.txt, the inference image)
+        raise DataError(
+            f"--weights {' '.join(args.weights or ['(the latest run)'])}: a checkpoint needs torch and the training "
+            f"code, and {err.name} is missing here; give an .onnx file of export.py"
+        ) from None
 
     try:
         predictor, checkpoints = load_ensemble(args.weights, get_global_config(), get_device(args.device), args.tta)

@@ -139,11 +139,10 @@ def test_docker_run(make_n, work, gpu, gpus):
         "--set",
         "COMMENT=in docker",
     ]
-    # The host folders are made first: Docker would create missing ones as root; those the run writes must be
-    # the image user's (tools/docker_mounts.sh, tested in test_docker_mounts.py).
+    # The host folders are checked first: Docker would create missing ones as root (a mistyped DATA_DIR too); those
+    # the run writes are made, the image user's (tools/docker_mounts.sh, tested in test_docker_mounts.py).
     uid, gid = str(os.getuid() or 1000), str(os.getgid() or 1000)
-    assert ["mkdir", "-p", "data"] in commands
-    assert ["sh", "tools/docker_mounts.sh", uid, gid, "-w", "logs", "weights"] in commands
+    assert ["sh", "tools/docker_mounts.sh", uid, gid, "-r", "data", "-w", "logs", "weights"] in commands
 
 
 @needs_make
@@ -179,6 +178,8 @@ def test_docker_tensorboard(make_n, work):
     assert option_values(words, "-p") == ["127.0.0.1:7007:6006"]  # reachable from this machine only
     assert option_values(words, "-v") == [f"{work / 'logs'}:/app/logs:ro"]
     command = words[words.index(f"{image_name()}:cpu") + 1 :]
+    uid, gid = str(os.getuid() or 1000), str(os.getgid() or 1000)
+    assert ["sh", "tools/docker_mounts.sh", uid, gid, "-r", "logs"] in make_n("docker-tensorboard")[0]
     assert command[:5] == ["python", "-m", "tensorboard.main", "--logdir", "/app/logs"]
 
 
@@ -215,11 +216,41 @@ def test_docker_predict_mounts_model_and_folders_at_their_own_paths(make_n, work
 
 
 @needs_make
-def test_docker_predict_without_its_paths_is_one_line(work):
+def test_docker_predict_mounts_the_folder_a_link_names(make_n, work):
+    """OUTPUT and INPUT are mounted at their real paths: through a link too, predict.py sees where it writes."""
+    (work / "scenes").mkdir()
+    (work / "out").mkdir()
+    (work / "elsewhere").symlink_to(work / "out")
+    words = docker_command(make_n("docker-predict", "MODEL=m.onnx", "INPUT=scenes", "OUTPUT=elsewhere")[0])
+    assert f"{work / 'out'}:{work / 'out'}" in option_values(words, "-v")
+
+
+@needs_make
+@pytest.mark.parametrize(
+    ("target", "args", "message"),
+    [
+        (
+            "docker-predict",
+            ["MODEL=best.onnx"],
+            "docker-predict needs MODEL=<export.py's .onnx> INPUT=<folder> OUTPUT=",
+        ),
+        ("docker-predict", ["MODEL=best.pt", "INPUT=scenes", "OUTPUT=masks"], "MODEL=best.pt: the inference image"),
+        ("docker-predict", ["MODEL=m.onnx", "INPUT=scenes", "OUTPUT=link"], "OUTPUT=link is INPUT: the masks would"),
+        ("docker-predict", ["MODEL=m.onnx", "INPUT=my scenes", "OUTPUT=masks"], "paths with spaces are not supported"),
+        ("docker-run", ["VARIANT=inference"], "VARIANT=inference predicts (make docker-predict); docker-run trains"),
+    ],
+)
+def test_docker_targets_refuse_what_cannot_work_in_one_line(work, target, args, message):
+    (work / "scenes").mkdir()
+    (work / "link").symlink_to(work / "scenes")  # OUTPUT through a link is INPUT itself
     proc = subprocess.run(
-        [MAKE, "-f", str(PROJECT_ROOT / "Makefile"), "docker-predict", "MODEL=best.onnx"],
-        cwd=work, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [MAKE, "-f", str(PROJECT_ROOT / "Makefile"), target, *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2
-    assert "docker-predict needs MODEL=<export.py's .onnx> INPUT=<folder> OUTPUT=<folder>" in proc.stderr
-    assert not list(work.iterdir())
+    assert message in proc.stderr
+    assert sorted(path.name for path in work.iterdir()) == ["link", "scenes"]  # nothing made

@@ -53,8 +53,16 @@ def test_as_root_a_folder_of_another_user_is_refused_with_the_chown_that_mends_i
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
         f"error: logs belongs to uid 0 and the image's user (uid {IMAGE_USER[0]}) cannot write it: run chown -R "
-        f"{IMAGE_USER[0]}:{IMAGE_USER[1]} logs, or choose another folder"
+        f"{IMAGE_USER[0]}:{IMAGE_USER[1]} logs/, or choose another folder"
     ]
     assert (tmp_path / "logs").stat().st_uid == 0  # nothing changed: the user decides
     shutil.chown(tmp_path / "logs", int(IMAGE_USER[0]), int(IMAGE_USER[1]))
     assert mounts(tmp_path, "-w", "logs").returncode == 0
+
+
+@as_root
+def test_as_root_a_link_is_judged_by_the_folder_it_names(tmp_path: Path) -> None:
+    (tmp_path / "masks").mkdir()
+    shutil.chown(tmp_path / "masks", int(IMAGE_USER[0]), int(IMAGE_USER[1]))
+    (tmp_path / "link").symlink_to(tmp_path / "masks")  # the link itself is root's
+    assert mounts(tmp_path, "-w", "link").returncode == 0

@@ -135,6 +135,8 @@ def test_onnx_predicts_the_checkpoints_masks_without_torch(task: str, tmp_path: 
 @pytest.mark.parametrize(
     ("weights", "message"),
     [
+        (["best.pt"], "--weights best.pt: a checkpoint needs torch and the training code, and torch is missing here"),
+        ([], "--weights (the latest run): a checkpoint needs torch"),
         (["a.onnx", "b.onnx"], "one .onnx file alone"),
         (["a.onnx", "best.pt"], "one .onnx file alone"),
         (["missing.onnx"], "onnxruntime cannot open it"),
@@ -143,6 +145,8 @@ def test_onnx_predicts_the_checkpoints_masks_without_torch(task: str, tmp_path: 
 def test_onnx_refusals_are_one_line(weights: list[str], message: str, tmp_path: Path) -> None:
     image = tmp_path / "x.png"
     image.write_bytes(b"")
-    done = no_torch_predict("-i", str(image), "-o", str(tmp_path / "out"), "--weights", *weights)
+    done = no_torch_predict(
+        "-i", str(image), "-o", str(tmp_path / "out"), *(["--weights", *weights] if weights else [])
+    )
     assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
     assert done.stderr.count("\n") == 1

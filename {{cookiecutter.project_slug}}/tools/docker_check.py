@@ -13,6 +13,7 @@ check failed, 2 this machine cannot build (no disk, no base image, no CPU wheel 
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -96,6 +97,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
                 raise CheckError(f"{free:.0f} GB free in {folder}: the {self.args.variant} image needs {needed} GB")
         with step(self.times, "base image"):
             base = base_image(self.docker, self.python, os.environ.get("BASE_IMAGE"))
+        print(f"base image {base}, torch from {os.environ.get('TORCH_INDEX_URL') or 'a local index if one is made'}")
         make = ["make", f"DOCKER={self.docker}", f"BASE_IMAGE={base}", "DOCKER_NETWORK=host"]
         self.make = make + [f"IMAGE={self.args.image}", *self.torch_index()]  # pylint: disable=attribute-defined-outside-init
         train_image = self.train()
@@ -142,6 +144,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
         variant, image = self.args.variant, f"{self.args.image}:{self.args.variant}"
         with step(self.times, f"build {variant}"):
             run(*self.make, "docker-build", f"VARIANT={variant}")
+        self.folders["data"].mkdir()  # empty: the default config's data is synthetic
         with step(self.times, f"train 1 epoch in {variant}"):
             dirs = [f"DATA_DIR={self.folders['data']}", f"LOG_DIR={logs}", f"WEIGHT_DIR={weights}"]
             run(*self.make, "docker-run", f"VARIANT={variant}", *dirs, "ARGS=--set EPOCHS=1 --set SESSION_NAME=check")
@@ -223,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         except CheckError as err:
             print(f"docker-check: {err}", file=sys.stderr)
             return 0 if str(err).startswith("skipped") else 2
-        except (subprocess.CalledProcessError, AssertionError) as err:
+        except subprocess.CalledProcessError as err:
+            print(
+                f"docker-check failed: {shlex.join(err.cmd)} exited {err.returncode} (its output above)",
+                file=sys.stderr,
+            )
+            return 1
+        except AssertionError as err:
             print(f"docker-check failed: {err}", file=sys.stderr)
             return 1
         finally:

@@ -22,9 +22,10 @@ for path in "$@"; do
     elif [ ! -d "$path" ]; then
         echo "error: $path is a file; the container needs a folder there" >&2
         exit 2
-    elif [ "$(id -u)" = 0 ] && [ "$(stat -c %u "$path")" != "$uid" ]; then
-        echo "error: $path belongs to uid $(stat -c %u "$path") and the image's user (uid $uid) cannot write it:" \
-            "run chown -R $uid:$gid $path, or choose another folder" >&2
+    elif [ "$(id -u)" = 0 ] && [ "$(stat -L -c %u "$path")" != "$uid" ]; then
+        # -L: the folder a link points to, whose owner is what the container meets
+        echo "error: $path belongs to uid $(stat -L -c %u "$path") and the image's user (uid $uid) cannot write it:" \
+            "run chown -R $uid:$gid $path/, or choose another folder" >&2
         exit 2
     fi
 done
