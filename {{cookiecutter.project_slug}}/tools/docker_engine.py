@@ -5,6 +5,7 @@ PyTorch index are in reach. Used by tools/docker_check.py (``make docker-check``
 import importlib.util
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,11 +62,12 @@ def engine() -> str:
     if os.geteuid() == 0 and not conf.exists():
         # Ulimits at the hard limits: podman's defaults above them fail without CAP_SYS_RESOURCE; crun refuses a
         # cgroup v1/v2 hybrid host, runc works.
-        hard = [run("sh", "-c", f"ulimit -H{flag}", quiet=True).strip() for flag in "nu"]
+        limits = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
+        hard = {name: resource.getrlimit(limit)[1] for name, limit in limits.items()}
+        ulimits = [f'"{name}={value}:{value}"' for name, value in hard.items() if value != resource.RLIM_INFINITY]
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(
-            f'[containers]\ndefault_ulimits = ["nofile={hard[0]}:{hard[0]}", "nproc={hard[1]}:{hard[1]}"]\n'
-            '[engine]\nruntime = "runc"\n',
+            f'[containers]\ndefault_ulimits = [{", ".join(ulimits)}]\n[engine]\nruntime = "runc"\n',
             encoding="utf-8",
         )
     return "podman"
