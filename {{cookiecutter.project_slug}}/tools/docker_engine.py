@@ -64,6 +64,9 @@ def engine() -> str:
         # cgroup v1/v2 hybrid host, runc works.
         limits = {"nofile": resource.RLIMIT_NOFILE, "nproc": resource.RLIMIT_NPROC}
         hard = {name: resource.getrlimit(limit)[1] for name, limit in limits.items()}
+        # runc refused any nproc above 32768 here, though this process's hard limit was 96367 (measured)
+        if hard["nproc"] == resource.RLIM_INFINITY or hard["nproc"] > 32768:
+            hard["nproc"] = 32768
         ulimits = [f'"{name}={value}:{value}"' for name, value in hard.items() if value != resource.RLIM_INFINITY]
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(
