@@ -84,12 +84,14 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
         self.python = re.search(r'requires-python = ">=(\d+\.\d+)"', (ROOT / "pyproject.toml").read_text())[1]
         self.server: subprocess.Popen | None = None
         self.wheel_missing = False  # no CPU wheel of torch for this Python: no cpu image
+        self.docker = ""  # docker or podman, once engine() has answered
+        self.make: list[str] = []  # make with the engine, base image, network, image name and torch index
         self.folders = {name: work / name for name in ("data", "logs", "weights", "scenes")}
 
     def run(self) -> None:
         """Build, train, export, predict, compare, then print the masks' agreement and the images' sizes."""
         with step(self.times, "engine"):
-            self.docker = engine()  # pylint: disable=attribute-defined-outside-init
+            self.docker = engine()
         storage = Path("/var/lib/containers" if self.docker == "podman" else "/var/lib/docker")
         needed = FREE_GB[self.args.variant]
         for folder in (self.work, storage if storage.exists() else Path("/")):
@@ -99,7 +101,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
             base = base_image(self.docker, self.python, os.environ.get("BASE_IMAGE"))
         print(f"base image {base}, torch from {os.environ.get('TORCH_INDEX_URL') or 'a local index if one is made'}")
         make = ["make", f"DOCKER={self.docker}", f"BASE_IMAGE={base}", "DOCKER_NETWORK=host"]
-        self.make = make + [f"IMAGE={self.args.image}", *self.torch_index()]  # pylint: disable=attribute-defined-outside-init
+        self.make = make + [f"IMAGE={self.args.image}", *self.torch_index()]
         train_image = self.train()
         with step(self.times, "build inference"):
             run(*self.make, "docker-build", "VARIANT=inference")
@@ -173,17 +175,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
                 )
                 volumes = [f"{scenes}:{scenes}:ro", f"{model.parent}:{model.parent}:ro", f"{output}:{output}"]
                 image = f"{self.args.image}:{train_image}"
-                command = [
-                    "python",
-                    "predict.py",
-                    "-i",
-                    str(scenes),
-                    "-o",
-                    str(output),
-                    "--weights",
-                    checkpoint,
-                    "--tile",
-                ]
+                command = ["python", "predict.py", "-i", str(scenes), "-o", str(output), "--weights", checkpoint]
                 run(
                     self.docker,
                     "run",
@@ -192,6 +184,7 @@ class Check:  # pylint: disable=too-few-public-methods  # one run of the check, 
                     *(f"--volume={v}" for v in volumes),
                     image,
                     *command,
+                    "--tile",
                     "128",
                 )
         with step(self.times, "predict here (checkpoint, torch)"):
